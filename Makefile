@@ -1,0 +1,64 @@
+# vhdx-efi build.  `make` builds everything, `make check` runs every test and ends with
+# "N passed, N failed", `make bench` runs the benchmarks.  Products go under build/.
+
+BUILD      := build
+CC         ?= cc
+PYTHON     := /usr/bin/python3
+
+WARN       := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+              -Wpointer-arith -Wvla -Wno-unused-parameter
+HOST_INC   := -Icore -Iplatform
+REL_CFLAGS := -std=c11 -O2 -g $(WARN) $(HOST_INC) -D_FILE_OFFSET_BITS=64 -D_GNU_SOURCE
+SAN_CFLAGS := -std=c11 -O1 -g $(WARN) $(HOST_INC) -D_FILE_OFFSET_BITS=64 -D_GNU_SOURCE \
+              -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_LDFLAGS := -fsanitize=address,undefined
+
+CORE_SRC   := $(sort $(wildcard core/*.c))
+CORE_HDR   := $(wildcard core/*.h)
+# Host-side platform code: everything in platform/ except the firmware backends (efi_*.c).
+HOSTPLAT_SRC := $(sort $(filter-out platform/efi_%.c,$(wildcard platform/*.c)))
+PLAT_HDR   := $(wildcard platform/*.h)
+TOOL_SRC   := $(sort $(wildcard tools/*.c))
+UNIT_SRC   := $(sort $(wildcard tests/c/*.c))
+
+REL_OBJ    = $(patsubst %.c,$(BUILD)/rel/%.o,$(CORE_SRC) $(HOSTPLAT_SRC))
+SAN_OBJ    = $(patsubst %.c,$(BUILD)/san/%.o,$(CORE_SRC) $(HOSTPLAT_SRC))
+UNIT_BIN   = $(patsubst tests/c/%.c,$(BUILD)/san/tests/%,$(UNIT_SRC))
+
+.PHONY: all host check bench deps clean freestanding
+all: host
+host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN)
+
+$(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -c $< -o $@
+
+$(BUILD)/san/%.o: %.c $(CORE_HDR) $(PLAT_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -c $< -o $@
+
+# The release tool (benchmarks, users) and the sanitized tool (every test).
+$(BUILD)/vhdx: $(REL_OBJ) $(patsubst %.c,$(BUILD)/rel/%.o,$(TOOL_SRC))
+	$(CC) $^ -o $@
+
+$(BUILD)/san/vhdx: $(SAN_OBJ) $(patsubst %.c,$(BUILD)/san/%.o,$(TOOL_SRC))
+	$(CC) $(SAN_LDFLAGS) $^ -o $@
+
+# Unit tests: one sanitized program per tests/c/*.c, linked with the core and host platform.
+$(BUILD)/san/tests/%: tests/c/%.c $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -Itests/c $< $(SAN_OBJ) $(SAN_LDFLAGS) -o $@
+
+deps:
+	@./scripts/deps.sh
+
+check: deps
+	@$(MAKE) --no-print-directory host
+	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory host
+	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/bench/run.sh
+
+clean:
+	rm -rf $(BUILD)
