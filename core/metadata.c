@@ -1,0 +1,381 @@
+/*
+ * metadata.c - the metadata region (spec 2.6): the table, the known items, and the
+ * parent locator of differencing disks.
+ *
+ * Item offsets in the table are relative to the metadata *region*; key and value
+ * offsets inside the parent locator are relative to the locator *item* (trap T17).
+ */
+#include "vhdx_int.h"
+
+const struct vhdx_guid GUID_FILE_PARAMETERS = { {
+    0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d,
+    0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b } };
+const struct vhdx_guid GUID_VIRTUAL_DISK_SIZE = { {
+    0x24, 0x42, 0xa5, 0x2f, 0x1b, 0xcd, 0x76, 0x48,
+    0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8 } };
+const struct vhdx_guid GUID_VIRTUAL_DISK_ID = { {
+    0xab, 0x12, 0xca, 0xbe, 0xe6, 0xb2, 0x23, 0x45,
+    0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46 } };
+const struct vhdx_guid GUID_LOGICAL_SECTOR_SIZE = { {
+    0x1d, 0xbf, 0x41, 0x81, 0x6f, 0xa9, 0x09, 0x47,
+    0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f } };
+const struct vhdx_guid GUID_PHYSICAL_SECTOR_SIZE = { {
+    0xc7, 0x48, 0xa3, 0xcd, 0x5d, 0x44, 0x71, 0x44,
+    0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51, 0xc5, 0x56 } };
+const struct vhdx_guid GUID_PARENT_LOCATOR = { {
+    0x2d, 0x5f, 0xd3, 0xa8, 0x0b, 0xb3, 0x4d, 0x45,
+    0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c } };
+
+/* Table layout (spec 2.6.1.1, 2.6.1.2). */
+#define MT_ENTRY_COUNT 10
+#define MT_ENTRIES     32
+#define MT_ENTRY_SIZE  32
+#define ME_ITEM_ID     0
+#define ME_OFFSET      16
+#define ME_LENGTH      20
+#define ME_FLAGS       24
+#define ME_RESERVED    28
+#define FLAG_IS_USER         (1u << 0)
+#define FLAG_IS_VIRTUAL_DISK (1u << 1)
+#define FLAG_IS_REQUIRED     (1u << 2)
+#define MAX_USER_ITEMS       1024u
+
+/* File Parameters flags (spec 2.6.2.1). */
+#define FP_LEAVE_BLOCK_ALLOCATED (1u << 0)
+#define FP_HAS_PARENT            (1u << 1)
+
+/* Parent locator layout (spec 2.6.2.6). */
+#define PL_HEADER_SIZE 20
+#define PL_ENTRY_SIZE  12
+
+enum known_item {
+    ITEM_FILE_PARAMETERS,
+    ITEM_VIRTUAL_DISK_SIZE,
+    ITEM_VIRTUAL_DISK_ID,
+    ITEM_LOGICAL_SECTOR_SIZE,
+    ITEM_PHYSICAL_SECTOR_SIZE,
+    ITEM_PARENT_LOCATOR,
+    KNOWN_ITEMS
+};
+
+static const struct {
+    const struct vhdx_guid *guid;
+    const char *name;
+    uint32_t size;                  /* exact size; 0 = variable */
+} known_items[KNOWN_ITEMS] = {
+    [ITEM_FILE_PARAMETERS] = { &GUID_FILE_PARAMETERS, "File Parameters", 8 },
+    [ITEM_VIRTUAL_DISK_SIZE] = { &GUID_VIRTUAL_DISK_SIZE, "Virtual Disk Size", 8 },
+    [ITEM_VIRTUAL_DISK_ID] = { &GUID_VIRTUAL_DISK_ID, "Virtual Disk ID", 16 },
+    [ITEM_LOGICAL_SECTOR_SIZE] = { &GUID_LOGICAL_SECTOR_SIZE, "Logical Sector Size", 4 },
+    [ITEM_PHYSICAL_SECTOR_SIZE] = { &GUID_PHYSICAL_SECTOR_SIZE, "Physical Sector Size", 4 },
+    [ITEM_PARENT_LOCATOR] = { &GUID_PARENT_LOCATOR, "Parent Locator", 0 },
+};
+
+struct item_location {
+    bool present;
+    uint32_t offset;                /* relative to the metadata region */
+    uint32_t length;
+};
+
+static int known_item_index(const struct vhdx_guid *guid)
+{
+    for (int k = 0; k < KNOWN_ITEMS; k++) {
+        if (guid_equal(guid, known_items[k].guid))
+            return k;
+    }
+    return -1;
+}
+
+/* Check every table entry; remember where the known system items are. */
+static int scan_table(struct vhdx_disk *disk, const uint8_t *table,
+                      struct item_location items[KNOWN_ITEMS])
+{
+    uint32_t count = get_le16(table + MT_ENTRY_COUNT);
+    uint32_t user_items = 0;
+    int rc;
+
+    if (count > METADATA_MAX_ENTRIES)
+        return problem(disk, true, VHDX_E_META_COUNT, count, 0, NULL);
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = table + MT_ENTRIES + (size_t)i * MT_ENTRY_SIZE;
+        struct vhdx_guid id;
+        uint32_t offset = get_le32(e + ME_OFFSET);
+        uint32_t length = get_le32(e + ME_LENGTH);
+        uint32_t flags = get_le32(e + ME_FLAGS);
+        bool is_user = flags & FLAG_IS_USER;
+        int known;
+
+        guid_read(&id, e + ME_ITEM_ID);
+        if (flags & ~7u || get_le32(e + ME_RESERVED))
+            quirk(disk, VHDX_E_META_RESERVED, i, flags, NULL);
+        /* Items live after the table, inside the region; empty items have offset 0. */
+        if (length == 0 ? offset != 0
+                        : (offset < METADATA_TABLE_SIZE || length > METADATA_ITEM_MAX ||
+                           (uint64_t)offset + length > disk->metadata_length)) {
+            rc = problem(disk, false, VHDX_E_META_ITEM_BOUNDS, i, offset, NULL);
+            if (rc)
+                return rc;
+            continue;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            const uint8_t *o = table + MT_ENTRIES + (size_t)j * MT_ENTRY_SIZE;
+
+            if (mem_equal(o + ME_ITEM_ID, e + ME_ITEM_ID, 16) &&
+                (get_le32(o + ME_FLAGS) & FLAG_IS_USER) == (flags & FLAG_IS_USER)) {
+                rc = problem(disk, false, VHDX_E_META_DUPLICATE, i, j, NULL);
+                if (rc)
+                    return rc;
+            }
+            if (ranges_overlap(offset, length, get_le32(o + ME_OFFSET), get_le32(o + ME_LENGTH))) {
+                rc = problem(disk, false, VHDX_E_META_ITEM_OVERLAP, j, i, NULL);
+                if (rc)
+                    return rc;
+            }
+        }
+        if (is_user && ++user_items > MAX_USER_ITEMS) {
+            rc = problem(disk, false, VHDX_E_META_COUNT, count, 0, NULL);
+            if (rc)
+                return rc;
+        }
+        known = is_user ? -1 : known_item_index(&id);
+        if (known >= 0) {
+            if (items[known].present)
+                continue;       /* duplicate, already reported */
+            items[known].present = true;
+            items[known].offset = offset;
+            items[known].length = length;
+        } else if (flags & FLAG_IS_REQUIRED) {
+            char text[39];
+
+            vhdx_guid_format(&id, text);
+            note_text(disk, VHDX_LOG_ERROR, "unknown required metadata item %s", 0, 0, text);
+            return problem(disk, true, VHDX_E_META_UNKNOWN_REQUIRED, i, 0, "(see above)");
+        }
+    }
+    return VHDX_OK;
+}
+
+/* Read a fixed-size known item into `out`. */
+static int read_item(struct vhdx_disk *disk, const struct item_location items[KNOWN_ITEMS],
+                     enum known_item which, uint8_t *out)
+{
+    if (!items[which].present)
+        return problem(disk, true, VHDX_E_META_MISSING, 0, 0, known_items[which].name);
+    if (items[which].length != known_items[which].size)
+        return problem(disk, true, VHDX_E_META_ITEM_SIZE, items[which].length,
+                       known_items[which].size, known_items[which].name);
+    return file_read(disk, disk->metadata_offset + items[which].offset, out,
+                     known_items[which].size);
+}
+
+/* UTF-16LE to UTF-8; unpaired surrogates become U+FFFD.  `out` holds 3 bytes per unit. */
+static void utf16le_to_utf8(const uint8_t *in, size_t units, char *out)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < units; i++) {
+        uint32_t c = get_le16(in + 2 * i);
+
+        if (c >= 0xD800 && c <= 0xDBFF && i + 1 < units) {
+            uint32_t low = get_le16(in + 2 * (i + 1));
+
+            if (low >= 0xDC00 && low <= 0xDFFF) {
+                c = 0x10000 + ((c - 0xD800) << 10) + (low - 0xDC00);
+                i++;
+            }
+        }
+        if (c >= 0xD800 && c <= 0xDFFF)
+            c = 0xFFFD;
+        if (c < 0x80) {
+            out[o++] = (char)c;
+        } else if (c < 0x800) {
+            out[o++] = (char)(0xC0 | (c >> 6));
+            out[o++] = (char)(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            out[o++] = (char)(0xE0 | (c >> 12));
+            out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+            out[o++] = (char)(0x80 | (c & 0x3F));
+        } else {
+            /* A surrogate pair (4 input bytes) becomes 4 output bytes: within budget. */
+            out[o++] = (char)(0xF0 | (c >> 18));
+            out[o++] = (char)(0x80 | ((c >> 12) & 0x3F));
+            out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+            out[o++] = (char)(0x80 | (c & 0x3F));
+        }
+    }
+    out[o] = '\0';
+}
+
+static char *copy_string(struct vhdx_disk *disk, const uint8_t *utf16, uint32_t bytes)
+{
+    char *s = core_alloc(disk, (size_t)bytes / 2 * 3 + 1);
+
+    if (s)
+        utf16le_to_utf8(utf16, bytes / 2, s);
+    return s;
+}
+
+/* A key or value must lie inside the item, after the entries, with an even length. */
+static bool string_fits(uint32_t offset, uint32_t length, uint32_t strings_start,
+                        uint32_t item_length)
+{
+    return length > 0 && length % 2 == 0 && offset >= strings_start &&
+           (uint64_t)offset + length <= item_length;
+}
+
+static int parse_parent_locator(struct vhdx_disk *disk, const struct item_location *where)
+{
+    uint8_t *item;
+    uint32_t count, strings_start;
+    int rc = VHDX_OK;
+
+    if (where->length < PL_HEADER_SIZE)
+        return problem(disk, true, VHDX_E_META_ITEM_SIZE, where->length, PL_HEADER_SIZE,
+                       "Parent Locator");
+    item = core_alloc(disk, where->length);
+    if (!item)
+        return disk->diag.code;
+    rc = file_read(disk, disk->metadata_offset + where->offset, item, where->length);
+    if (rc)
+        goto out;
+    guid_read(&disk->locator_type, item);
+    count = get_le16(item + 18);
+    strings_start = PL_HEADER_SIZE + count * PL_ENTRY_SIZE;
+    if (strings_start > where->length) {
+        rc = problem(disk, true, VHDX_E_PARENT_LOCATOR, count, 0,
+                     "more entries than the item can hold");
+        goto out;
+    }
+    disk->locator = count ? core_alloc(disk, count * sizeof *disk->locator) : NULL;
+    if (count && !disk->locator) {
+        rc = disk->diag.code;
+        goto out;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = item + PL_HEADER_SIZE + i * PL_ENTRY_SIZE;
+        uint32_t key_offset = get_le32(e), value_offset = get_le32(e + 4);
+        uint32_t key_length = get_le16(e + 8), value_length = get_le16(e + 10);
+
+        if (!string_fits(key_offset, key_length, strings_start, where->length) ||
+            !string_fits(value_offset, value_length, strings_start, where->length)) {
+            rc = problem(disk, true, VHDX_E_PARENT_LOCATOR, i, 0,
+                         "key or value outside the item, empty or of odd length");
+            goto out;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            const uint8_t *o = item + PL_HEADER_SIZE + j * PL_ENTRY_SIZE;
+
+            if (get_le16(o + 8) == key_length &&
+                mem_equal(item + get_le32(o), item + key_offset, key_length)) {
+                rc = problem(disk, true, VHDX_E_PARENT_LOCATOR, i, 0, "duplicate key");
+                goto out;
+            }
+        }
+        disk->locator[i].key = copy_string(disk, item + key_offset, key_length);
+        disk->locator[i].value = copy_string(disk, item + value_offset, value_length);
+        disk->locator_count = i + 1;
+        if (!disk->locator[i].key || !disk->locator[i].value) {
+            rc = disk->diag.code;
+            goto out;
+        }
+    }
+out:
+    core_free(disk, item);
+    return rc;
+}
+
+/* Known values (spec 2.6.2.1 - 2.6.2.5). */
+static int check_values(struct vhdx_disk *disk, uint32_t fp_flags)
+{
+    int rc;
+
+    if (!is_power_of_two(disk->block_size) || disk->block_size < MIN_BLOCK_SIZE ||
+        disk->block_size > MAX_BLOCK_SIZE)
+        return problem(disk, true, VHDX_E_BLOCK_SIZE, disk->block_size, 0, NULL);
+    if (fp_flags & ~(FP_LEAVE_BLOCK_ALLOCATED | FP_HAS_PARENT)) {
+        rc = problem(disk, false, VHDX_E_FILE_PARAMETERS, fp_flags, 0, NULL);
+        if (rc)
+            return rc;
+    }
+    if (disk->logical_sector_size != 512 && disk->logical_sector_size != 4096)
+        return problem(disk, true, VHDX_E_SECTOR_SIZE, disk->logical_sector_size, 0, "logical");
+    if (disk->physical_sector_size != 512 && disk->physical_sector_size != 4096) {
+        rc = problem(disk, false, VHDX_E_SECTOR_SIZE, disk->physical_sector_size, 0,
+                     "physical");
+        if (rc)
+            return rc;
+        disk->physical_sector_size = disk->logical_sector_size;
+    }
+    if (disk->virtual_size == 0 || disk->virtual_size > MAX_VIRTUAL_SIZE ||
+        disk->virtual_size % disk->logical_sector_size)
+        return problem(disk, true, VHDX_E_VIRTUAL_SIZE, disk->virtual_size,
+                       disk->logical_sector_size, NULL);
+    return VHDX_OK;
+}
+
+int metadata_load(struct vhdx_disk *disk)
+{
+    struct item_location items[KNOWN_ITEMS];
+    uint8_t *table, value[16];
+    uint32_t fp_flags = 0;
+    int rc;
+
+    mem_zero(items, sizeof items);
+    if (disk->metadata_length < METADATA_TABLE_SIZE)
+        return problem(disk, true, VHDX_E_REGION_PLACEMENT, 0, disk->metadata_offset,
+                       NULL);
+    table = core_alloc(disk, METADATA_TABLE_SIZE);
+    if (!table)
+        return disk->diag.code;
+    rc = file_read(disk, disk->metadata_offset, table, METADATA_TABLE_SIZE);
+    if (rc)
+        goto out;
+    if (!mem_equal(table, "metadata", 8)) {
+        rc = problem(disk, true, VHDX_E_META_SIGNATURE, 0, 0, NULL);
+        goto out;
+    }
+    rc = scan_table(disk, table, items);
+    if (rc)
+        goto out;
+
+    rc = read_item(disk, items, ITEM_FILE_PARAMETERS, value);
+    if (rc)
+        goto out;
+    disk->block_size = get_le32(value);
+    fp_flags = get_le32(value + 4);
+    disk->leave_blocks_allocated = fp_flags & FP_LEAVE_BLOCK_ALLOCATED;
+    disk->has_parent = fp_flags & FP_HAS_PARENT;
+
+    rc = read_item(disk, items, ITEM_VIRTUAL_DISK_SIZE, value);
+    if (rc)
+        goto out;
+    disk->virtual_size = get_le64(value);
+    rc = read_item(disk, items, ITEM_LOGICAL_SECTOR_SIZE, value);
+    if (rc)
+        goto out;
+    disk->logical_sector_size = get_le32(value);
+    rc = read_item(disk, items, ITEM_PHYSICAL_SECTOR_SIZE, value);
+    if (rc)
+        goto out;
+    disk->physical_sector_size = get_le32(value);
+    rc = read_item(disk, items, ITEM_VIRTUAL_DISK_ID, value);
+    if (rc)
+        goto out;
+    guid_read(&disk->virtual_disk_id, value);
+
+    rc = check_values(disk, fp_flags);
+    if (rc)
+        goto out;
+    disk->block_shift = log2_u64(disk->block_size);
+    disk->sector_shift = log2_u64(disk->logical_sector_size);
+
+    if (items[ITEM_PARENT_LOCATOR].present) {
+        rc = parse_parent_locator(disk, &items[ITEM_PARENT_LOCATOR]);
+    } else if (disk->has_parent) {
+        rc = problem(disk, true, VHDX_E_META_MISSING, 0, 0,
+                     "Parent Locator (the file is a differencing disk)");
+    }
+out:
+    core_free(disk, table);
+    return rc;
+}

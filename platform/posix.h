@@ -1,0 +1,27 @@
+/*
+ * posix.h - the VHDX platform contract on a POSIX file (host tool and tests).
+ */
+#ifndef VHDX_PLATFORM_POSIX_H
+#define VHDX_PLATFORM_POSIX_H
+
+#include <stdbool.h>
+#include "vhdx.h"
+
+struct posix_file {
+    int fd;
+    const char *name;           /* for messages: "vhdx: NAME: ..." */
+    bool writable;
+    int verbosity;              /* 0: errors and warnings, 1: + info, 2: + debug */
+    unsigned long long reads, writes, flushes;   /* counters for tests and benchmarks */
+};
+
+/*
+ * Open `path` and fill `platform` with callbacks on it.  Returns 0, or an errno value
+ * (the file could not be opened).  A file that cannot be opened for writing is opened
+ * read-only when `writable` is false.
+ */
+int posix_file_open(struct posix_file *file, const char *path, bool writable,
+                    struct vhdx_platform *platform);
+void posix_file_close(struct posix_file *file);
+
+#endif
