@@ -137,6 +137,7 @@ void vhdx_get_info(const struct vhdx_disk *disk, struct vhdx_info *info)
     info->logical_sector_size = disk->logical_sector_size;
     info->physical_sector_size = disk->physical_sector_size;
     info->file_size = disk->file_size;
+    info->used_size = disk->alloc_end;
     info->read_only = !disk->writable;
     info->header_slot = disk->header_slot;
     info->header_sequence = disk->header.sequence;

@@ -175,6 +175,8 @@ struct vhdx_info {
     uint32_t logical_sector_size;
     uint32_t physical_sector_size;
     uint64_t file_size;             /* as seen after replay */
+    uint64_t used_size;             /* 1 MiB-aligned end of every allocated object; the
+                                       file beyond it is free room for new blocks */
     bool read_only;
 
     unsigned header_slot;           /* 1 or 2: the current header */
