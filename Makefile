@@ -26,7 +26,7 @@ SAN_OBJ    = $(patsubst %.c,$(BUILD)/san/%.o,$(CORE_SRC) $(HOSTPLAT_SRC))
 UNIT_BIN   = $(patsubst tests/c/%.c,$(BUILD)/san/tests/%,$(UNIT_SRC))
 
 .PHONY: all host check bench deps clean freestanding
-all: host
+all: host firmware
 host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN)
 
 $(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR)
@@ -49,15 +49,20 @@ $(BUILD)/san/tests/%: tests/c/%.c $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_CFLAGS) -Itests/c $< $(SAN_OBJ) $(SAN_LDFLAGS) -o $@
 
+# Firmware (gnu-efi): efi/efi.mk defines the `firmware` target and build/efi/*.efi.
+-include efi/efi.mk
+.PHONY: firmware
+firmware:
+
 deps:
 	@./scripts/deps.sh
 
 check: deps
-	@$(MAKE) --no-print-directory host
+	@$(MAKE) --no-print-directory all
 	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/run.sh
 
 bench: deps
-	@$(MAKE) --no-print-directory host
+	@$(MAKE) --no-print-directory all
 	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/bench/run.sh
 
 clean:
