@@ -35,7 +35,35 @@ GUIDs are stored in Microsoft mixed-endian form (uuid.UUID.bytes_le), digest §1
 region table, metadata table and BAT are parsed back; the log is searched and replayed per
 digest §6.8-6.10), so anything the API lets you express -- including log entries that patch the
 BAT, the metadata region or a region table -- is reflected.  It raises `Reject` when a correct
-reader must refuse the image.
+reader must refuse the image.  `open_file(path)` applies the same reader to any file.
+
+Rules the oracle applies where the digest leaves a choice (keep the C reader consistent):
+  * headers: valid = signature + CRC over 4096 bytes.  Equal sequence numbers: accepted only if
+    bytes 8..79 (all defined fields) are identical, then header 1 is used; otherwise refused.
+    The current header with Version != 1 refuses the file (no fallback to the older header).
+  * region table: copy 1 if its signature and 64 KiB CRC are good, else copy 2.  A CRC-valid
+    copy 1 with semantic errors is refused (no fallback).  Offsets/lengths 1 MiB aligned,
+    offset >= 1 MiB, end < 2^64, no overlap with each other or the log.
+  * metadata: all five system items (file parameters, disk size, disk id, logical and
+    physical sector size) must exist with their exact lengths; flags of known items are not
+    checked; reserved flag bits are ignored.  The metadata region must lie inside the file.
+    VirtualDiskSize 0 is refused.
+  * BAT: reserved bits 3..19 set -> refuse; payload states 4 and 5 -> refuse; 7 outside a
+    differencing file -> refuse; SB_BLOCK_PRESENT in a non-differencing file is tolerated.
+    Allocated blocks must start >= 1 MiB and not overlap the log, any region or each other;
+    a FULLY_PRESENT block whose part *inside the virtual disk* extends past EOF -> refuse.
+    FileOffsetMB of states 0-3 is ignored (never read, never overlap-checked).
+  * log (LogGuid != 0): LogVersion != 0 -> refuse; log past EOF -> refuse.  Every 4 KiB
+    offset is tried as a sequence start; a sequence is extended while the next entry
+    (immediately following, modulo LogLength) is valid with SequenceNumber + 1; it counts only
+    if the head's Tail equals the start of one of its entries (replay then starts there); the
+    highest head SequenceNumber wins; none -> refuse; file shorter than the head's
+    FlushedFileOffset -> refuse.  After replay the file is at least LastFileOffset long.
+  * reads: NOT_PRESENT/UNDEFINED/ZERO/UNMAPPED read zeros, except NOT_PRESENT in a
+    differencing file (parent; zeros if no parent Image was given).  PARTIALLY_PRESENT uses
+    the chunk's sector bitmap (bit 1 = this file).
+Log writer: every entry logs whole 4 KiB sectors as they stand after all earlier entries with
+the same LogGuid (so a BAT sector logged later also carries earlier BAT updates in it).
 """
 
 import bisect
@@ -46,7 +74,8 @@ import struct
 import uuid
 
 __all__ = [
-    "Image", "Log", "open_file", "load_file", "find_active_sequence", "LogEntry", "LooseBlock", "Layout", "Reject", "NotApplicable", "Corruption",
+    "Image", "Log", "LogEntry", "LooseBlock", "Layout", "Reject", "NotApplicable", "Corruption",
+    "open_file", "load_file", "copy_sparse", "find_active_sequence", "decode_parent_locator",
     "CORRUPTIONS", "apply_corruption", "corruption_base", "crc32c", "encode_parent_locator",
     "chunk_ratio", "bat_entry_count", "payload_bat_index", "sb_bat_index",
     "NOT_PRESENT", "UNDEFINED", "ZERO", "UNMAPPED", "FULLY_PRESENT", "PARTIALLY_PRESENT",
@@ -1984,6 +2013,31 @@ def load_file(path):
                 p += n
             pos = h
     return sp, size
+
+
+def copy_sparse(src, dst):
+    """Copy a file keeping its holes (shutil.copy would write every zero)."""
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        g.truncate(size)
+        pos = 0
+        while pos < size:
+            try:
+                d = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                raise
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            f.seek(d)
+            g.seek(d)
+            p = d
+            while p < h:
+                chunk = f.read(min(16 * MiB, h - p))
+                g.write(chunk)
+                p += len(chunk)
+            pos = h
 
 
 def open_file(path, replay=True, parent=None):
