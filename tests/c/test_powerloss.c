@@ -1,0 +1,795 @@
+/*
+ * test_powerloss.c - cut the power at every platform write of a write workload and
+ * check that what is left always opens, checks clean and holds the right data.
+ *
+ * Usage: test_powerloss IMAGE [--dump-every N DIR] [--junk-grow]
+ *   IMAGE: an empty dynamic VHDX with 512-byte sectors (tests/powerloss.test makes it
+ *   with qemu-img).  --dump-every writes every Nth crash image (after replay) to DIR so
+ *   the suite can run `qemu-img check` on them.  --junk-grow: the platform's grow()
+ *   leaves junk in the new bytes instead of zeros.
+ *
+ * How: the workload runs once on a recording platform that keeps a trace of every
+ * write, grow and flush.  For each cut point k (every write in the trace) and each of
+ * three modes a crash image is rebuilt from the trace:
+ *   drop     - only what the last completed platform flush made durable survives;
+ *   tear     - the writes since then reach the disk in order, the k-th one torn at a
+ *              512-byte boundary;
+ *   reorder  - a random subset of the writes since the last flush, in random order,
+ *              the last of them possibly torn.
+ * The image must open read-only (log replayed in memory) and in check mode with no
+ * problem, must replay in place when opened writable, and must then open clean.  Each
+ * time every sector that the workload ever wrote, and the first sector of every block,
+ * must hold either what it held at the last completed vhdx_flush, or the content of a
+ * write issued after that flush - never anything else.  Sector contents identify the
+ * write that produced them (write number and sector number are stamped in).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vhdx.h"
+
+#define SECTOR 512u
+#define MAX_WRITES 1024
+#define WORKLOAD_WRITES 300
+
+/*
+ * Two platforms: one whose grow() zero-fills (like ftruncate), one whose grown bytes
+ * hold junk (like an ESP reserve whose clusters held old data) - there the core must
+ * zero new blocks itself.
+ */
+static bool grow_junk;
+#define JUNK 0xEE
+
+/* ---- The trace ------------------------------------------------------------------------ */
+
+enum op_type { OP_WRITE, OP_GROW, OP_FLUSH };
+
+struct op {
+    enum op_type type;
+    uint64_t offset;                /* write offset, or new size for grow */
+    size_t length;
+    uint8_t *data;
+    int flushes_done;               /* vhdx_flush calls completed before this op */
+    int writes_started;             /* vhdx_write calls started before this op (incl. current) */
+};
+
+struct trace {
+    struct op *ops;
+    size_t count, capacity;
+    uint8_t *live;                  /* the file as the workload sees it */
+    uint64_t size;
+    int flushes_done, writes_started;
+};
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static struct op *trace_add(struct trace *t, enum op_type type)
+{
+    struct op *op;
+
+    if (t->count == t->capacity) {
+        t->capacity = t->capacity ? 2 * t->capacity : 1024;
+        t->ops = realloc(t->ops, t->capacity * sizeof *t->ops);
+        if (!t->ops)
+            exit(2);
+    }
+    op = &t->ops[t->count++];
+    memset(op, 0, sizeof *op);
+    op->type = type;
+    op->flushes_done = t->flushes_done;
+    op->writes_started = t->writes_started;
+    return op;
+}
+
+static int rec_read(void *c, uint64_t off, void *buf, size_t len)
+{
+    struct trace *t = c;
+
+    if (off > t->size || len > t->size - off)
+        return VHDX_E_IO;
+    memcpy(buf, t->live + off, len);
+    return VHDX_OK;
+}
+
+static int rec_write(void *c, uint64_t off, const void *buf, size_t len)
+{
+    struct trace *t = c;
+    struct op *op;
+
+    if (off > t->size || len > t->size - off)
+        return VHDX_E_IO;
+    memcpy(t->live + off, buf, len);
+    op = trace_add(t, OP_WRITE);
+    op->offset = off;
+    op->length = len;
+    op->data = xmalloc(len);
+    memcpy(op->data, buf, len);
+    return VHDX_OK;
+}
+
+static int rec_flush(void *c)
+{
+    trace_add(c, OP_FLUSH);
+    return VHDX_OK;
+}
+
+static int rec_size(void *c, uint64_t *size)
+{
+    *size = ((struct trace *)c)->size;
+    return VHDX_OK;
+}
+
+static int rec_grow(void *c, uint64_t new_size)
+{
+    struct trace *t = c;
+
+    if (new_size > t->size) {
+        t->live = realloc(t->live, new_size);
+        if (!t->live)
+            exit(2);
+        memset(t->live + t->size, grow_junk ? JUNK : 0, new_size - t->size);
+        t->size = new_size;
+        trace_add(t, OP_GROW)->offset = new_size;
+    }
+    return VHDX_OK;
+}
+
+static void *any_allocate(void *c, size_t n)
+{
+    (void)c;
+    return malloc(n);
+}
+
+static void any_release(void *c, void *p)
+{
+    (void)c;
+    free(p);
+}
+
+static int problems_seen;
+static char last_problem[300];
+
+static void any_log(void *c, enum vhdx_log_level level, const char *msg)
+{
+    (void)c;
+    if (level <= VHDX_LOG_PROBLEM) {
+        problems_seen++;
+        snprintf(last_problem, sizeof last_problem, "%s", msg);
+    }
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static int any_random(void *c, uint8_t bytes[16])
+{
+    (void)c;
+    for (int i = 0; i < 16; i++)
+        bytes[i] = (uint8_t)rng();
+    return VHDX_OK;
+}
+
+/* ---- A crash image: the durable file plus some pending writes, copy-on-write --------- */
+
+#define PAGE 4096u
+
+struct cow {
+    const uint8_t *base;            /* the durable bytes (shared, read-only) */
+    uint64_t base_size;
+    uint64_t size;
+    uint8_t **pages;                /* private copies, NULL = same as base (or zero past it) */
+    uint64_t page_count;
+};
+
+static void cow_init(struct cow *c, const uint8_t *base, uint64_t base_size)
+{
+    memset(c, 0, sizeof *c);
+    c->base = base;
+    c->base_size = base_size;
+    c->size = base_size;
+}
+
+static void cow_resize(struct cow *c, uint64_t size)
+{
+    uint64_t pages = (size + PAGE - 1) / PAGE;
+
+    if (pages > c->page_count) {
+        c->pages = realloc(c->pages, pages * sizeof *c->pages);
+        memset(c->pages + c->page_count, 0, (pages - c->page_count) * sizeof *c->pages);
+        c->page_count = pages;
+    }
+    if (size > c->size)
+        c->size = size;
+}
+
+static uint8_t *cow_page(struct cow *c, uint64_t index)
+{
+    if (!c->pages[index]) {
+        uint64_t start = index * PAGE;
+
+        c->pages[index] = malloc(PAGE);
+        memset(c->pages[index], grow_junk ? JUNK : 0, PAGE);
+        if (start < c->base_size)
+            memcpy(c->pages[index], c->base + start,
+                   c->base_size - start < PAGE ? c->base_size - start : PAGE);
+    }
+    return c->pages[index];
+}
+
+static void cow_write(struct cow *c, uint64_t off, const uint8_t *data, size_t len)
+{
+    cow_resize(c, off + len > c->size ? off + len : c->size);
+    while (len) {
+        size_t in = off % PAGE, n = PAGE - in < len ? PAGE - in : len;
+
+        memcpy(cow_page(c, off / PAGE) + in, data, n);
+        off += n;
+        data += n;
+        len -= n;
+    }
+}
+
+static void cow_read(const struct cow *c, uint64_t off, uint8_t *buf, size_t len)
+{
+    while (len) {
+        size_t in = off % PAGE, n = PAGE - in < len ? PAGE - in : len;
+        uint64_t index = off / PAGE;
+
+        if (index < c->page_count && c->pages[index])
+            memcpy(buf, c->pages[index] + in, n);
+        else if (off >= c->base_size)
+            memset(buf, grow_junk ? JUNK : 0, n);     /* grown past the durable end */
+        else if (off + n <= c->base_size)
+            memcpy(buf, c->base + off, n);
+        else {
+            memcpy(buf, c->base + off, c->base_size - off);
+            memset(buf + (c->base_size - off), grow_junk ? JUNK : 0, n - (c->base_size - off));
+        }
+        off += n;
+        buf += n;
+        len -= n;
+    }
+}
+
+static void cow_free(struct cow *c)
+{
+    for (uint64_t i = 0; i < c->page_count; i++)
+        free(c->pages[i]);
+    free(c->pages);
+}
+
+static int cow_p_read(void *ctx, uint64_t off, void *buf, size_t len)
+{
+    struct cow *c = ctx;
+
+    if (off > c->size || len > c->size - off)
+        return VHDX_E_IO;
+    cow_read(c, off, buf, len);
+    return VHDX_OK;
+}
+
+static int cow_p_write(void *ctx, uint64_t off, const void *buf, size_t len)
+{
+    struct cow *c = ctx;
+
+    if (off > c->size || len > c->size - off)
+        return VHDX_E_IO;
+    cow_write(c, off, buf, len);
+    return VHDX_OK;
+}
+
+static int cow_p_flush(void *ctx)
+{
+    (void)ctx;
+    return VHDX_OK;
+}
+
+static int cow_p_size(void *ctx, uint64_t *size)
+{
+    *size = ((struct cow *)ctx)->size;
+    return VHDX_OK;
+}
+
+static int cow_p_grow(void *ctx, uint64_t new_size)
+{
+    struct cow *c = ctx;
+
+    /* Bytes past base_size with no private page read as zero: growing is enough.
+     * (Crash images never shrink below the durable size.) */
+    if (new_size > c->size)
+        cow_resize(c, new_size);
+    return VHDX_OK;
+}
+
+static void platform_for(struct vhdx_platform *p, void *ctx, bool tracing)
+{
+    memset(p, 0, sizeof *p);
+    p->context = ctx;
+    p->read = tracing ? rec_read : cow_p_read;
+    p->write = tracing ? rec_write : cow_p_write;
+    p->flush = tracing ? rec_flush : cow_p_flush;
+    p->size = tracing ? rec_size : cow_p_size;
+    p->grow = tracing ? rec_grow : cow_p_grow;
+    p->allocate = any_allocate;
+    p->release = any_release;
+    p->log = any_log;
+    p->random = any_random;
+    p->flags = grow_junk ? 0 : VHDX_PLATFORM_GROW_ZEROES;
+}
+
+/* ---- The workload and its model ------------------------------------------------------- */
+
+struct user_write {
+    uint64_t sector, count;
+};
+
+struct model {
+    uint64_t sectors;               /* virtual disk size in sectors */
+    uint64_t sectors_per_block;
+    struct user_write writes[MAX_WRITES];
+    int write_count;
+    uint16_t **at_flush;            /* per completed vhdx_flush: tag of each sector */
+    int flush_count;
+    uint16_t *current;              /* tag of each sector after the writes so far */
+    uint8_t *ever_written;          /* sectors some write covers */
+    uint64_t *checked;              /* the sectors verified at every cut */
+    uint64_t checked_count;
+};
+
+/* A sector's content names the write (tag) and the sector; tag 0 is all zeros. */
+static void fill_sector(uint8_t *p, uint16_t tag, uint64_t sector)
+{
+    uint64_t x = (uint64_t)tag * 0x100000001B3ull ^ sector * 0x9E3779B97F4A7C15ull;
+
+    for (unsigned i = 0; i < SECTOR; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(p + i, &x, 8);
+    }
+    memcpy(p, &tag, 2);
+    memcpy(p + 8, &sector, 8);
+}
+
+static bool sector_is(const uint8_t *p, uint16_t tag, uint64_t sector)
+{
+    static const uint8_t zero[SECTOR];
+    uint8_t want[SECTOR];
+
+    if (tag == 0)
+        return !memcmp(p, zero, SECTOR);
+    fill_sector(want, tag, sector);
+    return !memcmp(p, want, SECTOR);
+}
+
+static uint16_t *tags_copy(const struct model *m, const uint16_t *tags)
+{
+    uint16_t *copy = xmalloc(m->sectors * sizeof *copy);
+
+    memcpy(copy, tags, m->sectors * sizeof *copy);
+    return copy;
+}
+
+static int run_workload(struct vhdx_disk *disk, struct trace *t, struct model *m)
+{
+    uint64_t blocks = m->sectors / m->sectors_per_block;
+    uint8_t *buf = xmalloc(512 * SECTOR);
+    int since_flush = 0, rc;
+
+    for (int i = 0; i < WORKLOAD_WRITES; i++) {
+        uint64_t count, sector;
+        unsigned kind = (unsigned)(rng() % 10);
+        uint16_t tag = (uint16_t)(i + 1);
+
+        if (kind < 5) {             /* somewhere new: allocates a block */
+            sector = (rng() % blocks) * m->sectors_per_block + rng() % m->sectors_per_block;
+            count = 1 + rng() % 64;
+        } else if (kind < 6) {      /* across a block boundary */
+            sector = (1 + rng() % (blocks - 1)) * m->sectors_per_block - 1 - rng() % 8;
+            count = 2 + rng() % 32;
+        } else if (kind < 9 && m->write_count) {   /* overwrite part of an earlier write */
+            struct user_write *w = &m->writes[rng() % (unsigned)m->write_count];
+
+            sector = w->sector + rng() % w->count;
+            count = 1 + rng() % 16;
+        } else {                    /* one 512-byte sector: part of a 4 KiB physical one */
+            sector = rng() % m->sectors;
+            count = 1;
+        }
+        if (sector + count > m->sectors)
+            count = m->sectors - sector;
+        if (count > 512)
+            count = 512;
+        for (uint64_t s = 0; s < count; s++) {
+            fill_sector(buf + s * SECTOR, tag, sector + s);
+            m->current[sector + s] = tag;
+            m->ever_written[sector + s] = 1;
+        }
+        m->writes[m->write_count].sector = sector;
+        m->writes[m->write_count].count = count;
+        m->write_count++;
+        t->writes_started++;
+        rc = vhdx_write(disk, sector, count, buf);
+        if (rc)
+            return rc;
+        /* Frequent flushes: many log entries, enough to wrap the 1 MiB log. */
+        if (++since_flush >= 1 + (int)(rng() % 2)) {
+            rc = vhdx_flush(disk);
+            if (rc)
+                return rc;
+            m->at_flush[m->flush_count++] = tags_copy(m, m->current);
+            t->flushes_done++;
+            since_flush = 0;
+        }
+    }
+    free(buf);
+    return VHDX_OK;
+}
+
+/* ---- Building and judging crash images ------------------------------------------------ */
+
+enum mode { MODE_DROP, MODE_TEAR, MODE_REORDER, MODE_COUNT };
+static const char *const mode_name[MODE_COUNT] = { "drop", "tear", "reorder" };
+
+/* Apply op (or its first `keep` bytes, rounded to 512) to a crash image. */
+static void apply_op(struct cow *c, const struct op *op, size_t keep)
+{
+    if (op->type == OP_GROW)
+        cow_p_grow(c, op->offset);
+    else if (op->type == OP_WRITE)
+        cow_write(c, op->offset, op->data, keep);
+}
+
+static size_t torn_length(size_t length)
+{
+    size_t sectors = length / SECTOR;
+
+    return sectors > 1 ? (size_t)(rng() % sectors) * SECTOR : 0;
+}
+
+struct verdict {
+    bool ok;
+    char why[400];
+};
+
+static void verdict_fail(struct verdict *v, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!v->ok)
+        return;
+    v->ok = false;
+    va_start(ap, fmt);
+    vsnprintf(v->why, sizeof v->why, fmt, ap);
+    va_end(ap);
+}
+
+/* Is each checked sector's tag allowed at a cut with `flushes` completed vhdx_flushes
+ * and `started` vhdx_writes issued? */
+static void verify_disk(struct vhdx_disk *disk, const struct model *m, int flushes,
+                        int started, struct verdict *v, const char *stage)
+{
+    enum { RUN = 64 };
+    const uint16_t *durable = flushes ? m->at_flush[flushes - 1] : NULL;
+    uint8_t buf[RUN * SECTOR];
+
+    for (uint64_t i = 0; i < m->checked_count && v->ok;) {
+        /* Read a run of consecutive checked sectors at once. */
+        uint64_t first = m->checked[i], n = 1;
+
+        while (n < RUN && i + n < m->checked_count && m->checked[i + n] == first + n)
+            n++;
+        if (vhdx_read(disk, first, n, buf)) {
+            verdict_fail(v, "%s: read of sectors %llu+%llu failed", stage,
+                         (unsigned long long)first, (unsigned long long)n);
+            return;
+        }
+        for (uint64_t k = 0; k < n && v->ok; k++) {
+            const uint8_t *p = buf + k * SECTOR;
+            uint64_t s = first + k;
+            uint16_t tag;
+            bool allowed;
+
+            memcpy(&tag, p, 2);
+            if (!sector_is(p, tag, s)) {
+                verdict_fail(v, "%s: sector %llu holds bytes no write produced", stage,
+                             (unsigned long long)s);
+                return;
+            }
+            allowed = tag == (durable ? durable[s] : 0);
+            /*
+             * Or a write issued after the last completed flush that covers s.  Writes to s
+             * before that flush have tags no newer than the snapshot's, so "issued after"
+             * is "newer than the snapshot's tag for s".
+             */
+            if (!allowed && tag >= 1 && tag <= started) {
+                const struct user_write *w = &m->writes[tag - 1];
+
+                allowed = w->sector <= s && s < w->sector + w->count &&
+                          (!durable || tag > durable[s]);
+            }
+            if (!allowed)
+                verdict_fail(v, "%s: sector %llu holds write %u, expected write %u or a later "
+                             "one", stage, (unsigned long long)s, tag, durable ? durable[s] : 0);
+        }
+        i += n;
+    }
+}
+
+static void judge(struct cow *image, const struct model *m, int flushes, int started,
+                  struct verdict *v)
+{
+    struct vhdx_platform p;
+    struct vhdx_disk *disk;
+    struct vhdx_diag diag;
+    char text[256];
+    int rc;
+
+    platform_for(&p, image, false);
+    problems_seen = 0;
+    rc = vhdx_open(&p, VHDX_OPEN_CHECK, &disk, &diag);
+    if (rc) {
+        vhdx_describe(&diag, text, sizeof text);
+        verdict_fail(v, "read-only check open failed: %s (%s)", text, last_problem);
+        return;
+    }
+    verify_disk(disk, m, flushes, started, v, "after in-memory replay");
+    vhdx_close(disk, NULL);
+    if (!v->ok)
+        return;
+    rc = vhdx_open(&p, VHDX_OPEN_WRITABLE, &disk, &diag);
+    if (!rc)
+        rc = vhdx_close(disk, &diag);
+    if (rc) {
+        vhdx_describe(&diag, text, sizeof text);
+        verdict_fail(v, "writable open (replay) failed: %s", text);
+        return;
+    }
+    rc = vhdx_open(&p, VHDX_OPEN_CHECK, &disk, &diag);
+    if (rc) {
+        vhdx_describe(&diag, text, sizeof text);
+        verdict_fail(v, "check after replay failed: %s (%s)", text, last_problem);
+        return;
+    }
+    {
+        struct vhdx_info info;
+
+        vhdx_get_info(disk, &info);
+        if (info.log_state != VHDX_LOG_WAS_CLEAN)
+            verdict_fail(v, "log still dirty after an in-place replay");
+    }
+    verify_disk(disk, m, flushes, started, v, "after in-place replay");
+    vhdx_close(disk, NULL);
+}
+
+static void dump(const struct cow *c, const char *dir, size_t k, enum mode mode)
+{
+    char path[512];
+    uint8_t *buf = xmalloc(1 << 20);
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/cut-%05zu-%s.vhdx", dir, k, mode_name[mode]);
+    f = fopen(path, "wb");
+    for (uint64_t off = 0; f && off < c->size; off += 1 << 20) {
+        size_t n = c->size - off < (1 << 20) ? (size_t)(c->size - off) : (1 << 20);
+
+        cow_read(c, off, buf, n);
+        fwrite(buf, 1, n, f);
+    }
+    if (f)
+        fclose(f);
+    free(buf);
+}
+
+int main(int argc, char **argv)
+{
+    struct trace t;
+    struct model m;
+    struct vhdx_platform p;
+    struct vhdx_disk *disk;
+    struct vhdx_diag diag;
+    struct vhdx_info info;
+    FILE *f;
+    uint8_t *initial, *durable;
+    uint64_t initial_size, durable_size;
+    size_t durable_upto = 0, cuts = 0, failed = 0, write_ops = 0, dump_every = 0;
+    const char *dump_dir = NULL;
+    int rc;
+
+    if (argc >= 3 && !strcmp(argv[argc - 1], "--junk-grow")) {
+        grow_junk = true;
+        argc--;
+    }
+    if (argc != 2 && !(argc == 5 && !strcmp(argv[2], "--dump-every"))) {
+        fprintf(stderr, "usage: test_powerloss IMAGE [--dump-every N DIR] [--junk-grow]\n");
+        return 2;
+    }
+    if (argc == 5) {
+        dump_every = (size_t)atol(argv[3]);
+        dump_dir = argv[4];
+    }
+    printf("platform: grow() %s\n", grow_junk ? "leaves junk" : "zero-fills");
+    f = fopen(argv[1], "rb");
+    if (!f || fseek(f, 0, SEEK_END))
+        return 2;
+    initial_size = (uint64_t)ftell(f);
+    rewind(f);
+    initial = xmalloc(initial_size);
+    if (fread(initial, 1, initial_size, f) != initial_size)
+        return 2;
+    fclose(f);
+
+    /* Record the workload. */
+    memset(&t, 0, sizeof t);
+    t.live = xmalloc(initial_size);
+    memcpy(t.live, initial, initial_size);
+    t.size = initial_size;
+    platform_for(&p, &t, true);
+    rc = vhdx_open(&p, VHDX_OPEN_WRITABLE, &disk, &diag);
+    if (rc) {
+        printf("FAIL powerloss_setup: the image does not open (%d)\n", rc);
+        return 1;
+    }
+    vhdx_get_info(disk, &info);
+    memset(&m, 0, sizeof m);
+    m.sectors = info.virtual_size / SECTOR;
+    m.sectors_per_block = info.block_size / SECTOR;
+    m.at_flush = xmalloc((WORKLOAD_WRITES + 2) * sizeof *m.at_flush);
+    m.current = calloc(m.sectors, sizeof *m.current);
+    m.ever_written = calloc(m.sectors, 1);
+    rc = run_workload(disk, &t, &m);
+    if (!rc)
+        rc = vhdx_close(disk, &diag);
+    if (rc) {
+        vhdx_describe(&diag, last_problem, sizeof last_problem);
+        printf("FAIL powerloss_workload: %s\n", last_problem);
+        return 1;
+    }
+    /* Verify every written sector, and a few others per block (they must read as zeros). */
+    m.checked = xmalloc(m.sectors * sizeof *m.checked);
+    for (uint64_t sector = 0; sector < m.sectors; sector++) {
+        if (m.ever_written[sector] || sector % m.sectors_per_block == 0 || sector % 509 == 0)
+            m.checked[m.checked_count++] = sector;
+    }
+    /* A clean close is a completed flush too. */
+    m.at_flush[m.flush_count++] = tags_copy(&m, m.current);
+    t.flushes_done++;
+    trace_add(&t, OP_FLUSH);
+    for (size_t i = 0; i < t.count; i++)
+        write_ops += t.ops[i].type == OP_WRITE;
+    printf("workload: %d user writes, %d flushes, %zu platform operations (%zu writes)\n",
+           m.write_count, m.flush_count, t.count, write_ops);
+    {
+        /* The log must have wrapped: some log write lands below an earlier one. */
+        uint64_t highest = 0;
+        bool wrapped = false;
+
+        for (size_t i = 0; i < t.count; i++) {
+            const struct op *op = &t.ops[i];
+
+            if (op->type != OP_WRITE || op->offset < info.log_offset ||
+                op->offset >= info.log_offset + info.log_length)
+                continue;
+            wrapped |= op->offset < highest;
+            if (op->offset > highest)
+                highest = op->offset;
+        }
+        printf("%s workload_wraps_the_log_%s%s\n", wrapped ? "PASS" : "FAIL",
+               grow_junk ? "junk_grow" : "zero_grow",
+               wrapped ? "" : ": no log write went back to the start of the log");
+    }
+
+    /* Cut after every platform write, in every mode. */
+    /* Room for the largest the file ever got, so growing the durable copy never moves it. */
+    durable = xmalloc(t.size > initial_size ? t.size : initial_size);
+    memcpy(durable, initial, initial_size);
+    durable_size = initial_size;
+    for (size_t k = 0; k < t.count; k++) {
+        const struct op *cut = &t.ops[k];
+        size_t last_flush = durable_upto;
+
+        if (cut->type != OP_WRITE)
+            continue;
+        /* Everything before the last platform flush preceding op k is durable. */
+        for (size_t i = durable_upto; i < k; i++) {
+            if (t.ops[i].type == OP_FLUSH)
+                last_flush = i + 1;
+        }
+        for (size_t i = durable_upto; i < last_flush; i++) {
+            const struct op *op = &t.ops[i];
+
+            if (op->type == OP_GROW && op->offset > durable_size) {
+                memset(durable + durable_size, grow_junk ? JUNK : 0, op->offset - durable_size);
+                durable_size = op->offset;
+            } else if (op->type == OP_WRITE) {
+                memcpy(durable + op->offset, op->data, op->length);
+            }
+        }
+        durable_upto = last_flush;
+
+        for (int mode = 0; mode < MODE_COUNT; mode++) {
+            struct cow image;
+            struct verdict v = { true, "" };
+            size_t pending = k + 1 - durable_upto;
+
+            cow_init(&image, durable, durable_size);
+            if (mode == MODE_TEAR) {
+                for (size_t i = durable_upto; i < k; i++)
+                    apply_op(&image, &t.ops[i], t.ops[i].length);
+                apply_op(&image, cut, torn_length(cut->length));
+            } else if (mode == MODE_REORDER) {
+                size_t *order = xmalloc(pending * sizeof *order), n = 0;
+
+                for (size_t i = durable_upto; i <= k; i++) {
+                    if (rng() % 2)
+                        order[n++] = i;
+                }
+                for (size_t i = n; i > 1; i--) {
+                    size_t j = (size_t)(rng() % i), tmp = order[i - 1];
+
+                    order[i - 1] = order[j];
+                    order[j] = tmp;
+                }
+                for (size_t i = 0; i < n; i++) {
+                    const struct op *op = &t.ops[order[i]];
+
+                    apply_op(&image, op, i + 1 == n ? torn_length(op->length) : op->length);
+                }
+                free(order);
+            }
+            judge(&image, &m, cut->flushes_done, cut->writes_started, &v);
+            cuts++;
+            (void)pending;
+            if (!v.ok) {
+                failed++;
+                printf("FAIL cut_%zu_%s: %s\n", k, mode_name[mode], v.why);
+            }
+            if (dump_dir && mode == MODE_REORDER && (cuts / MODE_COUNT) % dump_every == 0) {
+                /* Let the suite hand a replayed copy to qemu-img check. */
+                struct vhdx_platform cp;
+                struct vhdx_disk *d2;
+
+                platform_for(&cp, &image, false);
+                if (!vhdx_open(&cp, VHDX_OPEN_WRITABLE, &d2, NULL))
+                    vhdx_close(d2, NULL);
+                dump(&image, dump_dir, k, (enum mode)mode);
+            }
+            cow_free(&image);
+        }
+    }
+    printf("tried %zu cut points (%zu writes x %d modes), %zu failed\n", cuts, write_ops,
+           MODE_COUNT, failed);
+    printf("%s powerloss_every_cut_point_%s%s\n", failed ? "FAIL" : "PASS",
+           grow_junk ? "junk_grow" : "zero_grow", failed ? ": see the cuts above" : "");
+    for (size_t i = 0; i < t.count; i++)
+        free(t.ops[i].data);
+    free(t.ops);
+    free(t.live);
+    for (int i = 0; i < m.flush_count; i++)
+        free(m.at_flush[i]);
+    free(m.at_flush);
+    free(m.current);
+    free(m.ever_written);
+    free(m.checked);
+    free(durable);
+    free(initial);
+    return failed ? 1 : 0;
+}
