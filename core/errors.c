@@ -21,6 +21,7 @@ static const char *const error_templates[VHDX_ERROR_COUNT] = {
 
     [VHDX_E_NOT_VHDX] = "not a VHDX file (no 'vhdxfile' signature)",
     [VHDX_E_FILE_TOO_SMALL] = "file is %a bytes, too small for the 1 MiB VHDX header section",
+    [VHDX_E_TRUNCATED] = "file ends at %a bytes, before data it needs at offset %b (truncated?)",
     [VHDX_E_NO_VALID_HEADER] = "no valid header (header 1: %s)",
     [VHDX_E_HEADERS_CONFLICT] = "both headers have sequence number %a but different contents",
     [VHDX_E_HEADER_VERSION] = "header version is %a; only version 1 is supported",
@@ -141,7 +142,7 @@ size_t format_message(char *out, size_t size, const char *template, uint64_t a,
 size_t vhdx_describe(const struct vhdx_diag *diag, char *buffer, size_t size)
 {
     return format_message(buffer, size, vhdx_error_template(diag->code), diag->a, diag->b,
-                          diag->s);
+                          diag->s ? diag->s : diag->text);
 }
 
 void note_text(struct vhdx_disk *disk, enum vhdx_log_level level, const char *text,
@@ -169,7 +170,26 @@ int fail(struct vhdx_disk *disk, enum vhdx_error code, uint64_t a, uint64_t b,
         disk->diag.a = a;
         disk->diag.b = b;
         disk->diag.s = s;
+        disk->diag.text[0] = '\0';
     }
+    return code;
+}
+
+int problem_guid(struct vhdx_disk *disk, bool fatal, enum vhdx_error code, uint64_t a,
+                 const struct vhdx_guid *guid)
+{
+    char text[39];
+
+    vhdx_guid_format(guid, text);
+    if ((disk->open_flags & VHDX_OPEN_CHECK) && !fatal) {
+        disk->problems++;
+        note(disk, VHDX_LOG_PROBLEM, code, a, 0, text);
+        return VHDX_OK;
+    }
+    if (disk->open_flags & VHDX_OPEN_CHECK)
+        disk->problems++;
+    fail(disk, code, a, 0, NULL);
+    mem_copy(disk->diag.text, text, sizeof text);
     return code;
 }
 

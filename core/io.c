@@ -40,7 +40,7 @@ int file_read(struct vhdx_disk *disk, uint64_t offset, void *buf, size_t len)
     int rc;
 
     if (add_overflows(offset, len, &end) || end > disk->file_size)
-        return fail(disk, VHDX_E_IO, offset, 0, "(read past the end of the file)");
+        return fail(disk, VHDX_E_TRUNCATED, disk->file_size, offset, NULL);
     /* Replay may have grown the file in memory only: that part reads as zeros. */
     if (end > disk->real_file_size)
         from_file = offset >= disk->real_file_size ? 0 : (size_t)(disk->real_file_size - offset);

@@ -145,11 +145,7 @@ static int scan_table(struct vhdx_disk *disk, const uint8_t *table,
             items[known].offset = offset;
             items[known].length = length;
         } else if (flags & FLAG_IS_REQUIRED) {
-            char text[39];
-
-            vhdx_guid_format(&id, text);
-            note_text(disk, VHDX_LOG_ERROR, "unknown required metadata item %s", 0, 0, text);
-            return problem(disk, true, VHDX_E_META_UNKNOWN_REQUIRED, i, 0, "(see above)");
+            return problem_guid(disk, true, VHDX_E_META_UNKNOWN_REQUIRED, i, &id);
         }
     }
     return VHDX_OK;

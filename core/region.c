@@ -136,11 +136,7 @@ static int parse_table(struct vhdx_disk *disk, const uint8_t *table)
             disk->metadata_offset = r->offset;
             disk->metadata_length = r->length;
         } else if (r->required) {
-            char text[39];
-
-            vhdx_guid_format(&r->guid, text);
-            note_text(disk, VHDX_LOG_ERROR, "unknown required region type %s", 0, 0, text);
-            return problem(disk, true, VHDX_E_REGION_UNKNOWN_REQUIRED, i, 0, "(see above)");
+            return problem_guid(disk, true, VHDX_E_REGION_UNKNOWN_REQUIRED, i, &r->guid);
         }
     }
     if (!have_bat)

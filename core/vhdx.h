@@ -38,6 +38,7 @@ enum vhdx_error {
     /* File identifier and headers (spec 2.2.1, 2.2.2). */
     VHDX_E_NOT_VHDX,
     VHDX_E_FILE_TOO_SMALL,
+    VHDX_E_TRUNCATED,
     VHDX_E_NO_VALID_HEADER,
     VHDX_E_HEADERS_CONFLICT,
     VHDX_E_HEADER_VERSION,
@@ -103,7 +104,8 @@ struct vhdx_diag {
     enum vhdx_error code;
     uint64_t a;
     uint64_t b;
-    const char *s;              /* static text, or NULL */
+    const char *s;              /* static text, or NULL to use `text` */
+    char text[40];              /* text made for this diagnosis (e.g. a GUID) */
 };
 
 enum vhdx_log_level {

@@ -195,6 +195,9 @@ int fail(struct vhdx_disk *disk, enum vhdx_error code, uint64_t a, uint64_t b,
  */
 int problem(struct vhdx_disk *disk, bool fatal, enum vhdx_error code, uint64_t a,
             uint64_t b, const char *s);
+/* problem() whose %s detail is a GUID. */
+int problem_guid(struct vhdx_disk *disk, bool fatal, enum vhdx_error code, uint64_t a,
+                 const struct vhdx_guid *guid);
 /*
  * Something a reader can live with but a checker must report (a damaged spare copy, a
  * reserved bit): a warning normally, a non-fatal problem in check mode.

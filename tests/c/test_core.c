@@ -412,7 +412,7 @@ static void test_coalescing(const struct memfile *base)
 
 static void test_messages(void)
 {
-    struct vhdx_diag d = { VHDX_E_BAT_PAST_EOF, 17, 0x40000000, NULL };
+    struct vhdx_diag d = { .code = VHDX_E_BAT_PAST_EOF, .a = 17, .b = 0x40000000 };
     char text[128], small[8];
     struct vhdx_guid g = { { 0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42,
                              0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08 } };
