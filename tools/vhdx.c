@@ -327,12 +327,41 @@ static bool write_all(int fd, const uint8_t *p, size_t n)
     return true;
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+
+    for (size_t i = 0; i < n / 8; i++) {
+        if (w[i])
+            return false;
+    }
+    for (size_t i = n / 8 * 8; i < n; i++) {
+        if (p[i])
+            return false;
+    }
+    return true;
+}
+
+/*
+ * When stdout is a regular file (not opened for appending), runs of zeros become holes,
+ * so `vhdx cat big.vhdx > big.raw` is as sparse as the disk, like `qemu-img convert`.
+ */
+static bool stdout_can_be_sparse(void)
+{
+    struct stat st;
+    int flags = fcntl(STDOUT_FILENO, F_GETFL);
+
+    return fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode) && flags >= 0 &&
+           !(flags & O_APPEND) && lseek(STDOUT_FILENO, 0, SEEK_CUR) >= 0;
+}
+
 static int cmd_cat(const struct options *o)
 {
     struct session s;
     struct vhdx_info info;
     uint8_t *buffer;
     uint64_t start, end, sector_size;
+    bool sparse = stdout_can_be_sparse(), hole_at_end = false;
     int status = open_image(&s, o, false, 0);
 
     if (status)
@@ -362,11 +391,26 @@ static int cmd_cat(const struct options *o)
 
         if (rc) {
             status = report(o->image, vhdx_last_diag(s.disk));
+        } else if (sparse && all_zero(buffer + skip, (size_t)want)) {
+            hole_at_end = true;
+            if (lseek(STDOUT_FILENO, (off_t)want, SEEK_CUR) < 0)
+                status = EXIT_USAGE;
         } else if (!write_all(STDOUT_FILENO, buffer + skip, (size_t)want)) {
             fprintf(stderr, "vhdx: writing to stdout: %s\n", strerror(errno));
             status = EXIT_USAGE;
+        } else {
+            hole_at_end = false;
         }
         pos += want;
+    }
+    /* A trailing hole needs the file size set explicitly. */
+    if (!status && hole_at_end) {
+        off_t here = lseek(STDOUT_FILENO, 0, SEEK_CUR);
+
+        if (here < 0 || ftruncate(STDOUT_FILENO, here) != 0) {
+            fprintf(stderr, "vhdx: extending stdout: %s\n", strerror(errno));
+            status = EXIT_USAGE;
+        }
     }
     free(buffer);
     int close_status = close_image(&s, o->image);
