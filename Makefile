@@ -24,10 +24,12 @@ UNIT_SRC   := $(sort $(wildcard tests/c/*.c))
 REL_OBJ    = $(patsubst %.c,$(BUILD)/rel/%.o,$(CORE_SRC) $(HOSTPLAT_SRC))
 SAN_OBJ    = $(patsubst %.c,$(BUILD)/san/%.o,$(CORE_SRC) $(HOSTPLAT_SRC))
 UNIT_BIN   = $(patsubst tests/c/%.c,$(BUILD)/san/tests/%,$(UNIT_SRC))
+BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
+BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all host check bench deps clean freestanding
 all: host firmware
-host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN)
+host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN)
 
 $(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR)
 	@mkdir -p $(dir $@)
@@ -53,6 +55,11 @@ $(BUILD)/san/tests/%: tests/c/%.c $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)
 -include efi/efi.mk
 .PHONY: firmware
 firmware:
+
+# Benchmarks: optimized, not sanitized, linked with the release core.
+$(BUILD)/bench/%: tests/bench/%.c $(REL_OBJ) $(CORE_HDR) $(PLAT_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) $< $(REL_OBJ) -o $@
 
 deps:
 	@./scripts/deps.sh

@@ -1,0 +1,143 @@
+#!/bin/bash
+# make bench: the benchmarks of the issues, each comparing against a baseline measured
+# in the same run.  Timings are reported, never asserted.  Figures depend on the machine;
+# the ratios are what the goals are about.
+set -eu
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${BUILD:-$TOP/build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/vhdx-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+export TOP BUILD PYTHON WORK
+VHDX="$BUILD/vhdx"
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+rate() { awk -v mib="$1" -v s="$2" 'BEGIN { printf "%.0f", mib / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+echo "== Read throughput (issue 2): 1 GiB of random data, page cache warm"
+head -c 1G /dev/urandom > "$WORK/random.raw"
+for bs in 32 1; do
+    img="$WORK/disk-${bs}M.vhdx"
+    qemu-img convert -f raw -O vhdx -o subformat=dynamic,block_size=${bs}M "$WORK/random.raw" "$img"
+    # The baseline raw file is written the way the image was (by qemu-img, in large
+    # writes): how a file was written changes how fast the page cache serves it.
+    rm -f "$WORK/disk.raw"
+    qemu-img convert -f vhdx -O raw "$img" "$WORK/disk.raw"
+    "$VHDX" cat "$img" | cmp - "$WORK/disk.raw"       # same data, and warms the cache
+    echo "-- dynamic, ${bs} MiB blocks"
+    best_cat=0 best_dd=0 best_qemu=0
+    for run in 1 2 3; do
+        t0=$(now); "$VHDX" cat "$img" > /dev/null; t1=$(now)
+        dd if="$WORK/disk.raw" of=/dev/null bs=4M status=none; t2=$(now)
+        qemu-img convert -n -f vhdx -O raw "$img" null-co:// ; t3=$(now)
+        best_cat=$(awk -v a="$best_cat" -v b="$(rate 1024 "$(secs "$t0" "$t1")")" 'BEGIN{print (b>a)?b:a}')
+        best_dd=$(awk -v a="$best_dd" -v b="$(rate 1024 "$(secs "$t1" "$t2")")" 'BEGIN{print (b>a)?b:a}')
+        best_qemu=$(awk -v a="$best_qemu" -v b="$(rate 1024 "$(secs "$t2" "$t3")")" 'BEGIN{print (b>a)?b:a}')
+    done
+    printf '  %-28s %6s MiB/s   raw dd 4 MiB: %6s MiB/s (x%s)   qemu-img convert: %6s MiB/s (x%s)\n' \
+        "vhdx cat > /dev/null" "$best_cat" "$best_dd" "$(ratio "$best_cat" "$best_dd")" \
+        "$best_qemu" "$(ratio "$best_cat" "$best_qemu")"
+    "$BUILD/bench/bench_read" "$img" "$WORK/disk.raw" | while read -r name core raw; do
+        case "$name" in
+            sequential_4K) size=4k count=262144 step=4k ;;
+            sequential_64K) size=64k count=16384 step=64k ;;
+            sequential_1024K) size=1M count=1024 step=1M ;;
+            random_4K) size="" ;;
+        esac
+        q=""
+        if [ -n "$size" ]; then
+            out=$(qemu-img bench -f vhdx -d 1 -c "$count" -s "$size" -S "$step" "$img" 2>&1)
+            qs=$(sed -n 's/.*completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out")
+            [ -n "$qs" ] && q=$(rate 1024 "$qs")
+        fi
+        printf '  %-28s %6s MiB/s   raw pread:    %6s MiB/s (x%s)' "core $name" "$core" "$raw" \
+            "$(ratio "$core" "$raw")"
+        if [ -n "$q" ]; then
+            printf '   qemu-img bench -d 1: %6s MiB/s (x%s)\n' "$q" "$(ratio "$core" "$q")"
+        else
+            printf '\n'
+        fi
+    done
+done
+rm -f "$WORK"/disk*
+
+echo
+echo "== Writes (issue 3): durable, against qemu-io on the same requests"
+n=${BENCH_WRITES:-1000}
+"$PYTHON" - "$n" > "$WORK/offsets" <<'PY'
+import random, sys
+r = random.Random(3)
+blocks = r.sample(range(2048), int(sys.argv[1]))         # 4 GiB / 2 MiB blocks
+for b in blocks:
+    print(b * (2 << 20) + r.randrange(0, 512) * 4096)
+PY
+qemu-img create -q -f vhdx -o subformat=dynamic,block_size=2M "$WORK/ours.vhdx" 4G
+qemu-img create -q -f vhdx -o subformat=dynamic,block_size=2M "$WORK/qemu.vhdx" 4G
+read -r count secs_ours flushes < <("$BUILD/bench/bench_write" "$WORK/ours.vhdx" "$WORK/offsets")
+args=()
+while read -r off; do args+=(-c "write -P 0x5a $off 4k" -c flush); done < "$WORK/offsets"
+t0=$(now); qemu-io -f vhdx "${args[@]}" "$WORK/qemu.vhdx" > /dev/null; t1=$(now)
+secs_qemu=$(secs "$t0" "$t1")
+w_ours=$(awk -v n="$count" -v s="$secs_ours" 'BEGIN{printf "%.0f", n/s}')
+w_qemu=$(awk -v n="$count" -v s="$secs_qemu" 'BEGIN{printf "%.0f", n/s}')
+printf '  (a) %d random 4 KiB writes, each allocating a 2 MiB block, flush after each:\n' "$count"
+printf '      core %s writes/s (%s s, %s fdatasyncs)   qemu-io %s writes/s (%s s)   x%s\n' \
+    "$w_ours" "$secs_ours" "$flushes" "$w_qemu" "$secs_qemu" "$(ratio "$w_ours" "$w_qemu")"
+qemu-img check -q "$WORK/ours.vhdx" && qemu-img check -q "$WORK/qemu.vhdx"
+rm -f "$WORK/ours.vhdx" "$WORK/qemu.vhdx"
+
+head -c 64M /dev/urandom > "$WORK/data"
+best_ours=0 best_qemu=0
+for run in 1 2 3 4 5; do
+    rm -f "$WORK/ours.vhdx" "$WORK/qemu.vhdx"
+    qemu-img create -q -f vhdx -o subformat=dynamic "$WORK/ours.vhdx" 4G
+    qemu-img create -q -f vhdx -o subformat=dynamic "$WORK/qemu.vhdx" 4G
+    t0=$(now); "$VHDX" write "$WORK/ours.vhdx" --offset 0 < "$WORK/data"; t1=$(now)
+    qemu-io -f vhdx -c "write -P 0x5a 0 64M" -c flush "$WORK/qemu.vhdx" > /dev/null; t2=$(now)
+    best_ours=$(awk -v a="$best_ours" -v b="$(rate 64 "$(secs "$t0" "$t1")")" 'BEGIN{print (b>a)?b:a}')
+    best_qemu=$(awk -v a="$best_qemu" -v b="$(rate 64 "$(secs "$t1" "$t2")")" 'BEGIN{print (b>a)?b:a}')
+    qemu-img check -q "$WORK/ours.vhdx"
+done
+printf '  (b) 64 MiB sequential write into a fresh 4 GiB image (32 MiB blocks), flushed, best of 5:\n'
+printf '      core (vhdx write) %s MiB/s   qemu-io %s MiB/s   x%s\n' "$best_ours" "$best_qemu" \
+    "$(ratio "$best_ours" "$best_qemu")"
+
+echo
+echo "== Log replay (issue 3): a full 1 MiB log"
+"$PYTHON" - <<'PY'
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["TOP"], "tests"))
+import vhdxgen as V
+img = V.Image(3 << 30, block_size=1 << 20, seed=1)
+lg = img.log()
+# 127 entries of 8 KiB (one descriptor sector, one data sector): 1016 KiB of the 1 MiB log.
+for k in range(127):
+    lg.set_block(k * 23 % 3072, data=bytes([k + 1]) * 4096)
+img.build(os.path.join(os.environ["WORK"], "fulllog.vhdx"))
+PY
+best_mem=9 best_place=9 best_qemu=9
+for run in 1 2 3 4 5; do
+    cp --sparse=always "$WORK/fulllog.vhdx" "$WORK/a.vhdx"
+    cp --sparse=always "$WORK/fulllog.vhdx" "$WORK/b.vhdx"
+    t0=$(now); "$VHDX" info "$WORK/a.vhdx" > /dev/null; t1=$(now)
+    "$VHDX" replay "$WORK/a.vhdx" > /dev/null; t2=$(now)
+    qemu-img check -q -r all "$WORK/b.vhdx" > /dev/null 2>&1 || true; t3=$(now)
+    best_mem=$(awk -v a="$best_mem" -v b="$(secs "$t0" "$t1")" 'BEGIN{print (b<a)?b:a}')
+    best_place=$(awk -v a="$best_place" -v b="$(secs "$t1" "$t2")" 'BEGIN{print (b<a)?b:a}')
+    best_qemu=$(awk -v a="$best_qemu" -v b="$(secs "$t2" "$t3")" 'BEGIN{print (b<a)?b:a}')
+done
+agree="differs"
+qemu-img compare -q -f vhdx -F vhdx "$WORK/a.vhdx" "$WORK/b.vhdx" && agree="same disk"
+printf '  127 entries, 1016 KiB: in memory (vhdx info) %s s, in place (vhdx replay) %s s;\n' \
+    "$best_mem" "$best_place"
+printf '  qemu-img check -r all %s s (%s as ours); whole-process times, best of 5\n' \
+    "$best_qemu" "$agree"
+
+[ -n "${BENCH_HOST_ONLY:-}" ] && exit 0
+for extra in "$TOP"/tests/bench/*.sh; do
+    [ -x "$extra" ] || continue
+    echo
+    "$extra"
+done
