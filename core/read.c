@@ -24,48 +24,87 @@ int check_range(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const v
     return VHDX_OK;
 }
 
+bool block_walk_next(const struct vhdx_disk *disk, struct block_walk *walk)
+{
+    uint64_t room;
+
+    walk->position += walk->length;
+    walk->remaining -= walk->length;
+    if (!walk->remaining) {
+        walk->length = 0;
+        return false;
+    }
+    walk->block = walk->position >> disk->block_shift;
+    walk->in_block = walk->position & (disk->block_size - 1);
+    room = disk->block_size - walk->in_block;
+    walk->length = room < walk->remaining ? room : walk->remaining;
+    walk->entry = disk->bat[vhdx_bat_payload_index(walk->block, disk->chunk_ratio)];
+    return true;
+}
+
+void block_walk_start(const struct vhdx_disk *disk, struct block_walk *walk, uint64_t sector,
+                      uint64_t count)
+{
+    walk->position = sector << disk->sector_shift;
+    walk->remaining = count << disk->sector_shift;
+    walk->length = 0;
+}
+
+static int run_issue(struct vhdx_disk *disk, const struct io_run *run, bool write)
+{
+    if (!run->length)
+        return VHDX_OK;
+    return write ? file_write(disk, run->file_offset, run->buffer, run->length)
+                 : file_read(disk, run->file_offset, run->buffer, run->length);
+}
+
+/* Extend the run when both the file and the buffer continue it; else issue it and start
+ * a new one here. */
+int io_run_add(struct vhdx_disk *disk, struct io_run *run, bool write, uint64_t file_offset,
+               uint8_t *buffer, uint64_t length)
+{
+    int rc;
+
+    if (run->length && run->file_offset + run->length == file_offset &&
+        run->buffer + run->length == buffer) {
+        run->length += (size_t)length;
+        return VHDX_OK;
+    }
+    rc = run_issue(disk, run, write);
+    run->file_offset = file_offset;
+    run->buffer = buffer;
+    run->length = (size_t)length;
+    return rc;
+}
+
+int io_run_finish(struct vhdx_disk *disk, struct io_run *run, bool write)
+{
+    int rc = run_issue(disk, run, write);
+
+    run->length = 0;
+    return rc;
+}
+
 int vhdx_read(struct vhdx_disk *disk, uint64_t sector, uint64_t count, void *buffer)
 {
-    uint8_t *out = buffer, *run_buffer = NULL;
-    uint64_t position, remaining, run_offset = 0;
-    size_t run_length = 0;
+    struct block_walk walk;
+    struct io_run run = { 0, NULL, 0 };
+    uint8_t *out = buffer;
     int rc;
 
     rc = check_range(disk, sector, count, buffer);
     if (rc)
         return rc;
-    position = sector << disk->sector_shift;
-    remaining = count << disk->sector_shift;
-    while (remaining) {
-        uint64_t block = position >> disk->block_shift;
-        uint64_t in_block = position & (disk->block_size - 1);
-        uint64_t piece = disk->block_size - in_block;
-        uint64_t entry = disk->bat[vhdx_bat_payload_index(block, disk->chunk_ratio)];
-
-        if (piece > remaining)
-            piece = remaining;
-        if ((entry & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT) {
-            uint64_t file_offset = (entry & BAT_OFFSET_MASK) + in_block;
-
-            /* Merge only when both the file and the buffer continue the run. */
-            if (run_length && run_offset + run_length == file_offset &&
-                run_buffer + run_length == out) {
-                run_length += (size_t)piece;
-            } else {
-                if (run_length && (rc = file_read(disk, run_offset, run_buffer, run_length)))
-                    return rc;
-                run_offset = file_offset;
-                run_buffer = out;
-                run_length = (size_t)piece;
-            }
+    for (block_walk_start(disk, &walk, sector, count); block_walk_next(disk, &walk);
+         out += walk.length) {
+        if ((walk.entry & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT) {
+            rc = io_run_add(disk, &run, false, (walk.entry & BAT_OFFSET_MASK) + walk.in_block,
+                            out, walk.length);
+            if (rc)
+                return rc;
         } else {
-            mem_zero(out, (size_t)piece);
+            mem_zero(out, (size_t)walk.length);
         }
-        out += piece;
-        position += piece;
-        remaining -= piece;
     }
-    if (run_length)
-        return file_read(disk, run_offset, run_buffer, run_length);
-    return VHDX_OK;
+    return io_run_finish(disk, &run, false);
 }

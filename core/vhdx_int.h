@@ -248,6 +248,27 @@ int log_close(struct vhdx_disk *disk);
 /* Validate a request: buffer, sector range, disk type. */
 int check_range(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const void *buffer);
 
+/* A request cut at block boundaries: each step is one piece inside one block. */
+struct block_walk {
+    uint64_t position, remaining;   /* virtual bytes */
+    uint64_t block, in_block, length;
+    uint64_t entry;                 /* the block's BAT entry */
+};
+void block_walk_start(const struct vhdx_disk *disk, struct block_walk *walk, uint64_t sector,
+                      uint64_t count);
+bool block_walk_next(const struct vhdx_disk *disk, struct block_walk *walk);
+
+/* Pieces contiguous both in the file and in the caller's buffer, issued as one platform
+ * read or write (a 1 MiB read inside a block is one read, not 2048). */
+struct io_run {
+    uint64_t file_offset;
+    uint8_t *buffer;
+    size_t length;
+};
+int io_run_add(struct vhdx_disk *disk, struct io_run *run, bool write, uint64_t file_offset,
+               uint8_t *buffer, uint64_t length);
+int io_run_finish(struct vhdx_disk *disk, struct io_run *run, bool write);
+
 /* --- write.c ----------------------------------------------------------------------- */
 int write_prepare(struct vhdx_disk *disk);
 int write_zeros(struct vhdx_disk *disk, uint64_t offset, uint64_t length);

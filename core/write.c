@@ -101,9 +101,10 @@ static int allocate_block(struct vhdx_disk *disk, uint64_t block, uint64_t in_bl
 
 int vhdx_write(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const void *buffer)
 {
-    const uint8_t *in = buffer, *run_buffer = NULL;
-    uint64_t position, remaining, run_offset = 0;
-    size_t run_length = 0;
+    struct block_walk walk;
+    struct io_run run = { 0, NULL, 0 };
+    /* The run machinery is shared with reads; it never writes through this pointer. */
+    uint8_t *in = (uint8_t *)(uintptr_t)buffer;
     int rc;
 
     rc = check_range(disk, sector, count, buffer);
@@ -116,43 +117,19 @@ int vhdx_write(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const vo
         if (!disk->bat_dirty)
             return disk->diag.code;
     }
-    position = sector << disk->sector_shift;
-    remaining = count << disk->sector_shift;
-    while (remaining) {
-        uint64_t block = position >> disk->block_shift;
-        uint64_t in_block = position & (disk->block_size - 1);
-        uint64_t piece = disk->block_size - in_block;
-        uint64_t entry = disk->bat[vhdx_bat_payload_index(block, disk->chunk_ratio)];
-
-        if (piece > remaining)
-            piece = remaining;
-        if ((entry & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT) {
-            uint64_t file_offset = (entry & BAT_OFFSET_MASK) + in_block;
-
-            /* Like the read path: one platform write per contiguous run. */
-            if (run_length && run_offset + run_length == file_offset &&
-                run_buffer + run_length == in) {
-                run_length += (size_t)piece;
-            } else {
-                if (run_length && (rc = file_write(disk, run_offset, run_buffer, run_length)))
-                    return rc;
-                run_offset = file_offset;
-                run_buffer = in;
-                run_length = (size_t)piece;
-            }
+    for (block_walk_start(disk, &walk, sector, count); block_walk_next(disk, &walk);
+         in += walk.length) {
+        if ((walk.entry & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT) {
+            rc = io_run_add(disk, &run, true, (walk.entry & BAT_OFFSET_MASK) + walk.in_block,
+                            in, walk.length);
             disk->data_unflushed = true;
         } else {
-            rc = allocate_block(disk, block, in_block, in, piece);
-            if (rc)
-                return rc;
+            rc = allocate_block(disk, walk.block, walk.in_block, in, walk.length);
         }
-        in += piece;
-        position += piece;
-        remaining -= piece;
+        if (rc)
+            return rc;
     }
-    if (run_length)
-        return file_write(disk, run_offset, run_buffer, run_length);
-    return VHDX_OK;
+    return io_run_finish(disk, &run, true);
 }
 
 static bool bat_is_dirty(const struct vhdx_disk *disk)
