@@ -1,0 +1,313 @@
+/*
+ * efi_esp.c - the VHDX platform contract over a file on the EFI System Partition,
+ * served through the partition's Block I/O and Disk I/O (see efi_esp.h for why).
+ */
+#include "efi_esp.h"
+
+#include "console.h"
+#include "system.h"
+
+/* --- the partition ----------------------------------------------------------------- */
+
+EFI_STATUS efi_esp_init(struct efi_esp *esp, EFI_HANDLE handle)
+{
+    EFI_STATUS status;
+
+    esp->handle = handle;
+    status = efi_bs->HandleProtocol(handle, &efi_block_io_guid, (void **)&esp->block_io);
+    if (status != EFI_SUCCESS)
+        return status;
+    status = efi_bs->HandleProtocol(handle, &efi_disk_io_guid, (void **)&esp->disk_io);
+    if (status != EFI_SUCCESS)
+        return status;
+    status = efi_bs->HandleProtocol(handle, &efi_device_path_guid,
+                                    (void **)&esp->device_path);
+    if (status != EFI_SUCCESS)
+        return status;
+    esp->media_id = esp->block_io->Media->MediaId;
+    esp->block_size = esp->block_io->Media->BlockSize;
+    esp->io_align = esp->block_io->Media->IoAlign ? esp->block_io->Media->IoAlign : 1;
+    esp->size = (esp->block_io->Media->LastBlock + 1) * (uint64_t)esp->block_size;
+    esp->read_only = esp->block_io->Media->ReadOnly;
+    if (esp->block_size == 0 || (esp->block_size & (esp->block_size - 1)))
+        return EFI_UNSUPPORTED;
+    return EFI_SUCCESS;
+}
+
+/*
+ * One transfer at a partition byte offset.  Whole blocks into a buffer the device can
+ * use go straight to Block I/O; Disk I/O takes everything else (it bounces the edges).
+ */
+static EFI_STATUS esp_transfer(const struct efi_esp *esp, bool write, uint64_t offset,
+                               void *buffer, size_t length)
+{
+    EFI_BLOCK_IO_PROTOCOL *block_io = esp->block_io;
+    UINT32 media_id = esp->media_id;    /* never another medium's blocks */
+
+    if (offset % esp->block_size == 0 && length % esp->block_size == 0 &&
+        (uintptr_t)buffer % esp->io_align == 0) {
+        EFI_LBA lba = offset / esp->block_size;
+
+        return write ? block_io->WriteBlocks(block_io, media_id, lba, length, buffer)
+                     : block_io->ReadBlocks(block_io, media_id, lba, length, buffer);
+    }
+    return write ? esp->disk_io->WriteDisk(esp->disk_io, media_id, offset, length, buffer)
+                 : esp->disk_io->ReadDisk(esp->disk_io, media_id, offset, length, buffer);
+}
+
+/* fat.c's reader: partition bytes, through Disk I/O (its buffers have any alignment). */
+static int fat_reader(void *context, uint64_t offset, void *buffer, uint32_t length)
+{
+    const struct efi_esp *esp = context;
+
+    if (offset > esp->size || length > esp->size - offset)
+        return 1;
+    return esp->disk_io->ReadDisk(esp->disk_io, esp->media_id, offset, length,
+                                  buffer) == EFI_SUCCESS ? 0 : 1;
+}
+
+/* --- mapping ----------------------------------------------------------------------- */
+
+enum fat_error efi_esp_map(struct efi_esp_file *file, const struct efi_esp *esp,
+                           const char *path, const char **detail)
+{
+    struct fat_volume *volume;
+    struct fat_file found;
+    uint32_t count = 0;
+    enum fat_error err;
+
+    efi_bs->SetMem(file, sizeof *file, 0);
+    file->esp = esp;
+    file->allocation_mark = UINT64_MAX;
+    *detail = NULL;
+    /* ~8 KiB of caches: pool memory, only while mapping. */
+    volume = efi_allocate(sizeof *volume);
+    if (!volume)
+        return FAT_E_IO;
+    err = fat_mount(volume, fat_reader, (void *)esp, esp->size);
+    if (err) {
+        *detail = volume->detail;
+        goto err_mount;
+    }
+    err = fat_lookup(volume, path, &found);
+    if (err)
+        goto err_lookup;
+    if (found.is_directory) {
+        err = FAT_E_NOT_A_FILE;
+        goto err_lookup;
+    }
+    err = fat_map(volume, &found, NULL, 0, &count);
+    if (err)
+        goto err_count;
+    file->extents = efi_allocate((count ? count : 1) * sizeof *file->extents);
+    if (!file->extents) {
+        err = FAT_E_IO;
+        goto err_alloc;
+    }
+    err = fat_map(volume, &found, file->extents, count, &file->extent_count);
+    if (err)
+        goto err_map;
+    file->size = found.size;
+    file->entry_offset = found.entry_offset;
+    file->attributes = found.attributes;
+    /* Without it only the last flush at ExitBootServices is lost: not a failure here. */
+    file->exit_memory = efi_allocate(EFI_ESP_EXIT_MEMORY);
+    efi_free(volume);
+    return FAT_OK;
+
+err_map:
+    efi_free(file->extents);
+    file->extents = NULL;
+err_alloc:
+err_count:
+err_lookup:
+err_mount:
+    efi_free(volume);
+    return err;
+}
+
+void efi_esp_unmap(struct efi_esp_file *file)
+{
+    if (!file->boot_services_gone) {
+        efi_free(file->exit_memory);
+        efi_free(file->extents);
+    }
+    file->exit_memory = NULL;
+    file->extents = NULL;
+    file->extent_count = 0;
+    file->size = 0;
+}
+
+/* --- the platform contract --------------------------------------------------------- */
+
+/* Transfer file bytes, one partition request per extent crossed. */
+static int file_transfer(struct efi_esp_file *file, bool write, uint64_t offset,
+                         uint8_t *buffer, size_t length)
+{
+    while (length) {
+        uint64_t volume_offset, contiguous;
+        size_t piece;
+        EFI_STATUS status;
+
+        if (!fat_extent_lookup(file->extents, file->extent_count, offset, &volume_offset,
+                               &contiguous))
+            return VHDX_E_IO;       /* past the end of the file */
+        piece = contiguous < length ? (size_t)contiguous : length;
+        status = esp_transfer(file->esp, write, volume_offset, buffer, piece);
+        if (status == EFI_WRITE_PROTECTED)
+            return VHDX_E_READ_ONLY;
+        if (status != EFI_SUCCESS)
+            return VHDX_E_IO;
+        offset += piece;
+        buffer += piece;
+        length -= piece;
+    }
+    return VHDX_OK;
+}
+
+static int esp_read(void *context, uint64_t offset, void *buffer, size_t length)
+{
+    struct efi_esp_file *file = context;
+
+    if (offset > file->size || length > file->size - offset)
+        return VHDX_E_IO;
+    return file_transfer(file, false, offset, buffer, length);
+}
+
+static int esp_write(void *context, uint64_t offset, const void *buffer, size_t length)
+{
+    struct efi_esp_file *file = context;
+
+    if (file->read_only)
+        return VHDX_E_READ_ONLY;
+    if (offset > file->size || length > file->size - offset)
+        return VHDX_E_IO;
+    if (offset + length > file->allocation_mark) {
+        file->allocation_mark = offset + length;
+        file->new_block = true;
+    }
+    return file_transfer(file, true, offset, (uint8_t *)buffer, length);
+}
+
+static int esp_flush(void *context)
+{
+    struct efi_esp_file *file = context;
+    EFI_BLOCK_IO_PROTOCOL *block_io = file->esp->block_io;
+
+    return block_io->FlushBlocks(block_io) == EFI_SUCCESS ? VHDX_OK : VHDX_E_IO;
+}
+
+static int esp_size(void *context, uint64_t *size)
+{
+    struct efi_esp_file *file = context;
+
+    *size = file->size;
+    return VHDX_OK;
+}
+
+/* New blocks come from the reserve added at open; the file never grows while mounted. */
+static int esp_grow(void *context, uint64_t new_size)
+{
+    struct efi_esp_file *file = context;
+
+    return new_size <= file->size ? VHDX_OK : VHDX_E_NO_SPACE;
+}
+
+static void *esp_allocate(void *context, size_t size)
+{
+    struct efi_esp_file *file = context;
+    size_t start = (file->exit_memory_used + 15) & ~(size_t)15;
+
+    if (!file->boot_services_gone)
+        return efi_allocate(size);
+    if (!file->exit_memory || start > EFI_ESP_EXIT_MEMORY ||
+        size > EFI_ESP_EXIT_MEMORY - start)
+        return NULL;
+    file->exit_memory_used = start + size;
+    return file->exit_memory + start;
+}
+
+static void esp_release(void *context, void *memory)
+{
+    struct efi_esp_file *file = context;
+
+    if (!file->boot_services_gone)
+        efi_free(memory);
+}
+
+static void esp_log(void *context, enum vhdx_log_level level, const char *message)
+{
+    struct efi_esp_file *file = context;
+
+    if (file->boot_services_gone || file->quiet || level == VHDX_LOG_DEBUG ||
+        (level == VHDX_LOG_INFO && !file->verbose))
+        return;
+    con_print("vhdx: %s: %s%s\n", file->name,
+              level == VHDX_LOG_WARNING ? "warning: " : "", message);
+}
+
+static uint64_t read_tsc(void)
+{
+    uint32_t low, high;
+
+    __asm__ __volatile__("rdtsc" : "=a"(low), "=d"(high));
+    return ((uint64_t)high << 32) | low;
+}
+
+/* A 64-bit mixer (an avalanche of xor-shifts and odd multipliers). */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x7fb5d329728ea185ull;
+    x ^= x >> 27;
+    x *= 0x81dadef4bc2dd44dull;
+    x ^= x >> 33;
+    return x;
+}
+
+/*
+ * 16 random bytes for new GUIDs: EFI_RNG_PROTOCOL when the firmware has one, else a
+ * mix of the wall clock, the time-stamp counter and a counter, which is enough for
+ * GUIDs that must differ between sessions, not for secrets.
+ */
+static int esp_random(void *context, uint8_t bytes[16])
+{
+    struct efi_esp_file *file = context;
+    EFI_RNG_PROTOCOL *rng;
+    EFI_TIME now = { 0 };
+    uint64_t words[2];
+
+    if (!file->boot_services_gone &&
+        efi_bs->LocateProtocol(&efi_rng_guid, NULL, (void **)&rng) == EFI_SUCCESS &&
+        rng->GetRNG(rng, NULL, 16, bytes) == EFI_SUCCESS)
+        return VHDX_OK;
+    if (!file->boot_services_gone)
+        efi_systab->RuntimeServices->GetTime(&now, NULL);
+    file->random_counter++;
+    words[0] = mix64(read_tsc() ^ ((uint64_t)now.Year << 40 | (uint64_t)now.Month << 32 |
+                                   (uint64_t)now.Day << 24 | (uint64_t)now.Hour << 16 |
+                                   (uint64_t)now.Minute << 8 | now.Second) ^
+                     ((uint64_t)now.Nanosecond << 20));
+    words[1] = mix64(read_tsc() + file->random_counter * 0x9e3779b97f4a7c15ull +
+                     (uintptr_t)file);
+    for (unsigned i = 0; i < 16; i++)
+        bytes[i] = (uint8_t)(words[i / 8] >> (8 * (i % 8)));
+    return VHDX_OK;
+}
+
+void efi_esp_platform(struct efi_esp_file *file, struct vhdx_platform *platform)
+{
+    efi_bs->SetMem(platform, sizeof *platform, 0);
+    platform->context = file;
+    platform->read = esp_read;
+    platform->write = esp_write;
+    platform->flush = esp_flush;
+    platform->size = esp_size;
+    platform->grow = esp_grow;
+    platform->allocate = esp_allocate;
+    platform->release = esp_release;
+    platform->log = esp_log;
+    platform->random = esp_random;
+    /* No VHDX_PLATFORM_GROW_ZEROES: the core zero-fills new blocks itself. */
+    platform->flags = file->read_only ? VHDX_PLATFORM_READ_ONLY : 0;
+}

@@ -1,0 +1,90 @@
+/*
+ * efi_esp.h - the VHDX platform contract over a file on the EFI System Partition.
+ *
+ * uefi-notes.md: a Block I/O driver must never reach its backing file through
+ * EFI_FILE_PROTOCOL while it serves a request (the firmware FAT driver would be entered
+ * twice and leave the TPL raised).  So the file is found and its cluster chain mapped
+ * to byte extents of the partition once, with platform/fat.c reading the partition
+ * directly, and from then on every read and write of the file is an extent lookup plus
+ * a call to the partition's own Block I/O (aligned requests, zero copy) or Disk I/O
+ * (the rest: unaligned offsets, lengths or buffers).
+ *
+ * The file never grows here: the driver extends it through EFI_FILE_PROTOCOL before
+ * mapping (efi/disk.c), and grow() only says whether a size fits in what was mapped.
+ */
+#ifndef VHDX_PLATFORM_EFI_ESP_H
+#define VHDX_PLATFORM_EFI_ESP_H
+
+#include <efi.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fat.h"
+#include "vhdx.h"
+
+/* The partition (or whole medium) holding the FAT file system and the .vhdx files. */
+struct efi_esp {
+    EFI_HANDLE handle;
+    EFI_BLOCK_IO_PROTOCOL *block_io;
+    EFI_DISK_IO_PROTOCOL *disk_io;
+    EFI_DEVICE_PATH *device_path;
+    uint32_t media_id;              /* at init: a changed medium fails every request */
+    uint32_t block_size;
+    uint32_t io_align;              /* 1 when the device has no requirement */
+    uint64_t size;                  /* bytes */
+    bool read_only;                 /* the medium refuses writes */
+};
+
+/* One mapped file. */
+struct efi_esp_file {
+    const struct efi_esp *esp;
+    const char *name;               /* for messages: "vhdx: NAME: ..." */
+    struct fat_extent *extents;     /* pool memory, from efi_esp_map */
+    uint32_t extent_count;
+    uint64_t size;                  /* bytes mapped: the file's size */
+    uint64_t entry_offset;          /* of its directory entry: identifies the file */
+    uint8_t attributes;             /* FAT_ATTR_* */
+
+    bool read_only;                 /* refuse writes (VHDX_PLATFORM_READ_ONLY) */
+    bool verbose;                   /* pass the core's info messages on */
+    bool quiet;                     /* pass no message on (a probing open) */
+    /*
+     * After ExitBootServices has begun, a last flush and close must not change the
+     * memory map: allocate() then serves only from exit_memory (set aside when the file
+     * is mapped, enough for the header update that marks the log clean) and release()
+     * does nothing.
+     */
+    bool boot_services_gone;
+    uint8_t *exit_memory;
+    size_t exit_memory_used;
+    /*
+     * The core allocates new blocks at the end of everything allocated, so a write that
+     * ends past allocation_mark means a block was allocated; new_block stays set until
+     * the driver has flushed the block allocation table.
+     */
+    uint64_t allocation_mark;
+    bool new_block;
+    uint64_t random_counter;
+};
+
+/* Bytes set aside per file for allocations after ExitBootServices began. */
+#define EFI_ESP_EXIT_MEMORY (16u * 1024u)
+
+/* Find the Block I/O and Disk I/O protocols of the partition `handle`. */
+EFI_STATUS efi_esp_init(struct efi_esp *esp, EFI_HANDLE handle);
+
+/*
+ * Look `path` (UTF-8, '\' separators) up on the ESP and map its clusters; `file` is
+ * cleared first (set name and flags afterwards).  On failure *detail may name the
+ * check a non-FAT boot sector failed (static text) or stays NULL.
+ */
+enum fat_error efi_esp_map(struct efi_esp_file *file, const struct efi_esp *esp,
+                           const char *path, const char **detail);
+
+/* Free the extents of efi_esp_map; the file can be mapped again. */
+void efi_esp_unmap(struct efi_esp_file *file);
+
+/* Fill `platform` with the callbacks on `file` (which must stay where it is). */
+void efi_esp_platform(struct efi_esp_file *file, struct vhdx_platform *platform);
+
+#endif
