@@ -236,6 +236,13 @@ int vhdx_write(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const vo
 /* Make every acknowledged write durable (data first, then the metadata through the log). */
 int vhdx_flush(struct vhdx_disk *disk);
 
+/*
+ * Were blocks allocated since the last flush?  Their BAT entries live only in memory
+ * until vhdx_flush(): a caller whose users never flush (firmware file systems do not
+ * call FlushBlocks) can flush right after a write that allocated.
+ */
+bool vhdx_allocation_pending(const struct vhdx_disk *disk);
+
 /* Details of the last failure of vhdx_read/vhdx_write/vhdx_flush/vhdx_close. */
 const struct vhdx_diag *vhdx_last_diag(const struct vhdx_disk *disk);
 

@@ -137,6 +137,11 @@ static bool bat_is_dirty(const struct vhdx_disk *disk)
     return disk->bat_dirty && !mem_is_zero(disk->bat_dirty, (size_t)(disk->bat_sectors + 7) / 8);
 }
 
+bool vhdx_allocation_pending(const struct vhdx_disk *disk)
+{
+    return disk->writable && bat_is_dirty(disk);
+}
+
 int vhdx_flush(struct vhdx_disk *disk)
 {
     int rc = VHDX_OK;

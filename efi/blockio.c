@@ -120,13 +120,10 @@ static EFI_STATUS EFIAPI blockio_write(EFI_BLOCK_IO_PROTOCOL *this, UINT32 media
      * here survives a crash or a power cut, not only an orderly reset.  Writes to
      * blocks already present need no flush (their data went to the file directly).
      */
-    if (disk->file.new_block) {
-        disk->file.new_block = false;
-        if (vhdx_flush(disk->vhdx) != VHDX_OK) {
-            show_error(disk, "committing a new block", lba);
-            if (status == EFI_SUCCESS)
-                status = EFI_DEVICE_ERROR;
-        }
+    if (vhdx_allocation_pending(disk->vhdx) && vhdx_flush(disk->vhdx) != VHDX_OK) {
+        show_error(disk, "committing a new block", lba);
+        if (status == EFI_SUCCESS)
+            status = EFI_DEVICE_ERROR;
     }
     efi_bs->RestoreTPL(tpl);
     return status;

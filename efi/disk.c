@@ -490,8 +490,6 @@ static EFI_STATUS disk_mount(struct disk_set *set, const struct config *config,
         goto err_type;
     }
     disk->writable = !disk->info.read_only;
-    /* From here on, a write past the allocated data means a new block (efi_esp.h). */
-    disk->file.allocation_mark = disk->info.used_size;
 
     status = blockio_install(disk, &set->esp);
     if (status != EFI_SUCCESS) {

@@ -78,7 +78,6 @@ enum fat_error efi_esp_map(struct efi_esp_file *file, const struct efi_esp *esp,
 
     efi_bs->SetMem(file, sizeof *file, 0);
     file->esp = esp;
-    file->allocation_mark = UINT64_MAX;
     *detail = NULL;
     /* ~8 KiB of caches: pool memory, only while mapping. */
     volume = efi_allocate(sizeof *volume);
@@ -182,10 +181,6 @@ static int esp_write(void *context, uint64_t offset, const void *buffer, size_t 
         return VHDX_E_READ_ONLY;
     if (offset > file->size || length > file->size - offset)
         return VHDX_E_IO;
-    if (offset + length > file->allocation_mark) {
-        file->allocation_mark = offset + length;
-        file->new_block = true;
-    }
     return file_transfer(file, true, offset, (uint8_t *)buffer, length);
 }
 

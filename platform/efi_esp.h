@@ -57,13 +57,6 @@ struct efi_esp_file {
     bool boot_services_gone;
     uint8_t *exit_memory;
     size_t exit_memory_used;
-    /*
-     * The core allocates new blocks at the end of everything allocated, so a write that
-     * ends past allocation_mark means a block was allocated; new_block stays set until
-     * the driver has flushed the block allocation table.
-     */
-    uint64_t allocation_mark;
-    bool new_block;
     uint64_t random_counter;
 };
 
