@@ -21,6 +21,7 @@ struct memfile {
     char last_message[512];
     bool quiet;
     uint64_t random_state;
+    uint64_t grow_limit;        /* grow() beyond this fails with VHDX_E_NO_SPACE (0: none) */
 };
 
 static int mem_read(void *c, uint64_t off, void *buf, size_t len)
@@ -65,6 +66,8 @@ static int mem_grow(void *c, uint64_t new_size)
     m->grows++;
     if (new_size <= m->size)
         return VHDX_OK;
+    if (m->grow_limit && new_size > m->grow_limit)
+        return VHDX_E_NO_SPACE;
     p = realloc(m->data, new_size);
     if (!p)
         return VHDX_E_NO_SPACE;
