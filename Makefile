@@ -1,4 +1,5 @@
-# vhdx-efi build.  `make` builds everything, `make check` runs every test and ends with
+# vhdx-efi build.  `make` builds everything, `make run` boots Linux from a VHDX in OVMF
+# (LOADER=grub for the GRUB disk), `make check` runs every test and ends with
 # "N passed, N failed", `make bench` runs the benchmarks.  Products go under build/.
 
 BUILD      := build
@@ -27,7 +28,7 @@ UNIT_BIN   = $(patsubst tests/c/%.c,$(BUILD)/san/tests/%,$(UNIT_SRC))
 BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all host check bench deps clean freestanding
+.PHONY: all host check bench deps clean freestanding run
 all: host firmware
 host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN)
 
@@ -71,6 +72,14 @@ check: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/bench/run.sh
+
+# The README's main command: demo disk -> VHDX -> outer ESP with vhdxboot.efi -> OVMF.
+# deps first, then the build (not as parallel prerequisites: `make -j` would build
+# before the packages are there).
+LOADER ?= sdboot
+run: deps
+	@$(MAKE) --no-print-directory all
+	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) --loader $(LOADER)
 
 clean:
 	rm -rf $(BUILD)

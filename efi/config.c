@@ -234,7 +234,10 @@ static void parse_disk_line(struct line_state *state, const struct word *words,
             seen = &seen_reserve;
         else if (key_is(w, "verbose"))
             seen = &seen_verbose;
-        else {
+        else if (key_is(w, "loader")) {
+            complain(state, "", w->key, w->key_length, " belongs on a line of its own");
+            continue;
+        } else {
             complain(state, "unknown key ", w->key, w->key_length, " on an image= line");
             continue;
         }
@@ -259,17 +262,37 @@ static void parse_disk_line(struct line_state *state, const struct word *words,
     config->disks[config->disk_count++] = disk;
 }
 
+/* loader=PATH: present, not empty, short enough. */
+static bool loader_ok(struct line_state *state, const struct word *w)
+{
+    if (!w->value || w->value_length == 0) {
+        complain(state, "", w->key, w->key_length, " needs the path of an EFI application");
+        return false;
+    }
+    if (w->value_length >= CONFIG_PATH_MAX) {
+        complain(state, "the ", w->key, w->key_length, " path is too long");
+        return false;
+    }
+    return true;
+}
+
 static void parse_global_line(struct line_state *state, const struct word *words,
                               unsigned count)
 {
     struct config *config = state->config;
     bool verbose = false, reserve_given = false;
+    const struct word *loader = NULL;
     uint64_t reserve = 0;
 
     for (unsigned i = 0; i < count; i++) {
         const struct word *w = &words[i];
 
-        if (key_is(w, "verbose")) {
+        if (key_is(w, "loader")) {
+            if (loader)
+                complain(state, "", w->key, w->key_length, " appears twice on the line");
+            else if (loader_ok(state, w))
+                loader = w;
+        } else if (key_is(w, "verbose")) {
             if (verbose)
                 complain(state, "", w->key, w->key_length, " appears twice on the line");
             else if (flag_ok(state, w))
@@ -290,6 +313,16 @@ static void parse_global_line(struct line_state *state, const struct word *words
     if (reserve_given && config->reserve_given) {
         complain(state, "a global reserve= is already set", NULL, 0, "");
         return;
+    }
+    if (loader && config->loader_line) {
+        complain(state, "loader= is already set", NULL, 0, "");
+        return;
+    }
+    if (loader) {
+        for (size_t i = 0; i < loader->value_length; i++)
+            config->loader[i] = loader->value[i];
+        config->loader[loader->value_length] = '\0';
+        config->loader_line = state->number;
     }
     if (verbose)
         config->verbose = true;

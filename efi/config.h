@@ -18,8 +18,10 @@
  * start with a separator is relative to the directory the driver was loaded from;
  * double quotes allow blanks), ro (read-only), reserve=SIZE (room for new blocks, see
  * disk.h), verbose (more messages about this disk).  Global keys: verbose (every disk,
- * and the driver), reserve=SIZE (default for disks without their own).  SIZE is a
- * decimal number with an optional K, M, G or T suffix (binary multiples).
+ * and the driver), reserve=SIZE (default for disks without their own), loader=PATH
+ * (the boot program's loader inside the boot disk, from the root of the file system
+ * it is found on; the driver has no use for it and says so).  SIZE is a decimal number
+ * with an optional K, M, G or T suffix (binary multiples).
  *
  * Strict: an unknown key, a value where none belongs, a missing value, a repeated key
  * or an unterminated quote is reported with the line number, and that whole line is
@@ -49,6 +51,8 @@ struct config {
     bool verbose;
     bool reserve_given;
     uint64_t reserve;
+    char loader[CONFIG_PATH_MAX];   /* loader=, quotes removed; "" when not given */
+    unsigned loader_line;           /* 0 when not given */
     unsigned disk_count;
     unsigned errors;                /* problems reported */
     struct config_disk disks[CONFIG_MAX_DISKS];

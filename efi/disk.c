@@ -217,6 +217,7 @@ EFI_STATUS disk_set_configure(struct disk_set *set, struct config *config,
     size_t length;
     EFI_STATUS status;
 
+    con_format(set->config_source, sizeof set->config_source, "%s", report.source);
     text = efi_allocate(3 * CONFIG_FILE_MAX);
     if (!text) {
         status = EFI_OUT_OF_RESOURCES;
@@ -230,14 +231,16 @@ EFI_STATUS disk_set_configure(struct disk_set *set, struct config *config,
         goto err_decode_options;
     }
     if (only_blanks(text, length)) {
-        why = config_resolve_path(set->directory, CONFIG_FILE_NAME, file_path,
-                                  sizeof file_path);
+        const char *name = set->config_name ? set->config_name : CONFIG_FILE_NAME;
+
+        why = config_resolve_path(set->directory, name, file_path, sizeof file_path);
         if (why) {
-            con_print("vhdx: %s\\%s: %s\n", set->directory, CONFIG_FILE_NAME, why);
+            con_print("vhdx: %s\\%s: %s\n", set->directory, name, why);
             status = EFI_INVALID_PARAMETER;
             goto err_path;
         }
         report.source = file_path;
+        con_format(set->config_source, sizeof set->config_source, "%s", file_path);
         status = read_config_file(set, file_path, &file_data, &size);
         if (status != EFI_SUCCESS) {
             con_print("vhdx: %s: cannot read the disk list: %s%s\n", file_path,
@@ -253,6 +256,9 @@ EFI_STATUS disk_set_configure(struct disk_set *set, struct config *config,
         }
     }
     config_parse(config, text, length, report_config, &report);
+    if (config->loader_line && !set->takes_loader)
+        report_config(&report, config->loader_line,
+                      "loader= is a key of vhdxboot.efi: ignored here");
     set->verbose = config->verbose;
     if (set->verbose)
         con_print("vhdx: disk list from %s: %u disk(s), %u problem(s)\n", report.source,

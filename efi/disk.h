@@ -72,6 +72,10 @@ struct disk_set {
     struct efi_esp esp;
     EFI_SIMPLE_FILE_SYSTEM_PROTOCOL *file_system;   /* for vhdx.cfg and extending files */
     char directory[CONFIG_PATH_MAX];        /* where the image was loaded from */
+    /* A boot program sets these after disk_set_init; the driver leaves them alone. */
+    const char *config_name;                /* the file beside the image; NULL: vhdx.cfg */
+    bool takes_loader;                      /* loader= is used (else: reported, ignored) */
+    char config_source[CONFIG_PATH_MAX];    /* "LoadOptions" or the file, for messages */
     bool verbose;
     struct mounted_disk *disks;
     unsigned count;
@@ -90,9 +94,9 @@ EFI_STATUS disk_set_init(struct disk_set *set, EFI_HANDLE image);
 
 /*
  * Read the configuration: LoadOptions when there are any (`options`, `size` bytes),
- * else the file vhdx.cfg in the image's directory.  Problems are printed, naming the
- * source; `config` holds whatever lines were good.  Fails only when there is no usable
- * text at all.
+ * else the file vhdx.cfg (or set->config_name) in the image's directory.  Problems are
+ * printed, naming the source (kept in set->config_source); `config` holds whatever
+ * lines were good.  Fails only when there is no usable text at all.
  */
 EFI_STATUS disk_set_configure(struct disk_set *set, struct config *config,
                               const void *options, size_t size);

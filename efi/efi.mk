@@ -2,10 +2,13 @@
 # `make`).  Products, all under $(BUILD)/efi/:
 #
 #   vhdx.efi     the Block I/O driver (boot-service driver, subsystem 11)
+#   vhdxboot.efi the boot program: mounts a VHDX with the same module, starts the loader
+#                inside (application; \EFI\BOOT\BOOTX64.EFI or a Boot#### entry)
 #   tpltest.efi  prints the TPL it runs at (tests: must be 4, TPL_APPLICATION)
 #   blkbench.efi reads through our Block I/O and the ESP's own Block I/O (make bench)
 #   drvload.efi  loads a driver with LoadOptions taken from a file (tests)
 #   exitbs.efi   calls ExitBootServices, then powers off (tests)
+#   retloader.efi a boot loader that says where it was started from and returns (tests)
 #   host/test_config  the configuration parser built for the host (tests)
 #
 # Everything is built with gnu-efi's headers, start-up code and relocation code only:
@@ -35,21 +38,25 @@ EFI_OBJ       = $(patsubst %.c,$(EFI_OUT)/obj/%.o,$(1))
 
 # The pieces every image links: system table access, console output, memory functions.
 EFI_RUNTIME  := efi/system.c efi/console.c efi/compiler.c
-# The reusable mount module (configuration -> open -> Block I/O), shared with a future
-# boot program: the core, the FAT mapper and the ESP platform backend.
+# The reusable mount module (configuration -> open -> Block I/O), shared by the driver
+# and the boot program: the core, the FAT mapper and the ESP platform backend.
 EFI_MOUNT    := $(CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c efi/disk.c \
                 efi/blockio.c efi/shutdown.c
 
 EFI_DRIVER_SRC := efi/driver.c $(EFI_MOUNT) $(EFI_RUNTIME)
+EFI_BOOT_SRC   := efi/vhdxboot.c $(EFI_MOUNT) $(EFI_RUNTIME)
 
-EFI_APPS     := tpltest blkbench drvload exitbs
-EFI_PRODUCTS := $(EFI_OUT)/vhdx.efi $(patsubst %,$(EFI_OUT)/%.efi,$(EFI_APPS)) \
-                $(EFI_OUT)/host/test_config
+EFI_APPS     := tpltest blkbench drvload exitbs retloader
+EFI_PRODUCTS := $(EFI_OUT)/vhdx.efi $(EFI_OUT)/vhdxboot.efi \
+                $(patsubst %,$(EFI_OUT)/%.efi,$(EFI_APPS)) $(EFI_OUT)/host/test_config
 
 firmware: $(EFI_PRODUCTS)
-	@size=$$(stat -c %s $(EFI_OUT)/vhdx.efi); \
-	echo "vhdx.efi: $$size bytes (limit $(EFI_SIZE_LIMIT))"; \
-	[ $$size -le $(EFI_SIZE_LIMIT) ] || { echo "vhdx.efi is larger than 128 KiB" >&2; exit 1; }
+	@for image in vhdx vhdxboot; do \
+	    size=$$(stat -c %s $(EFI_OUT)/$$image.efi); \
+	    echo "$$image.efi: $$size bytes (limit $(EFI_SIZE_LIMIT))"; \
+	    [ $$size -le $(EFI_SIZE_LIMIT) ] || \
+	        { echo "$$image.efi is larger than 128 KiB" >&2; exit 1; }; \
+	done
 
 $(EFI_OUT)/obj/%.o: %.c $(EFI_HDR)
 	@mkdir -p $(dir $@)
@@ -65,10 +72,12 @@ $(EFI_OUT)/$(1).efi: $(EFI_OUT)/$(1).so
 endef
 
 $(eval $(call efi_image,vhdx,$(EFI_DRIVER_SRC),bsdrv))
+$(eval $(call efi_image,vhdxboot,$(EFI_BOOT_SRC),app))
 $(eval $(call efi_image,tpltest,efi/tpltest.c $(EFI_RUNTIME),app))
 $(eval $(call efi_image,blkbench,efi/blkbench.c platform/fat.c $(EFI_RUNTIME),app))
 $(eval $(call efi_image,drvload,efi/drvload.c $(EFI_RUNTIME),app))
 $(eval $(call efi_image,exitbs,efi/exitbs.c $(EFI_RUNTIME),app))
+$(eval $(call efi_image,retloader,efi/retloader.c $(EFI_RUNTIME),app))
 
 # The configuration parser is plain C: test it on the host, sanitized.
 $(EFI_OUT)/host/test_config: efi/test_config.c efi/config.c efi/config.h

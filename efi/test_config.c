@@ -4,6 +4,7 @@
  *   test_config FILE            decode FILE like LoadOptions/vhdx.cfg, parse it, print
  *                               "disk PATH ro=N verbose=N reserve=BYTES|default line=N",
  *                               "global verbose=N reserve=BYTES|default",
+ *                               "loader PATH line=N" (only when loader= is given),
  *                               "error LINE: MESSAGE" and "errors N"
  *   test_config --resolve DIR PATH   print the canonical path, or "refused: WHY"
  *
@@ -77,7 +78,10 @@ int main(int argc, char **argv)
     }
     printf("global verbose=%d", config->verbose);
     print_reserve(config->reserve_given, (unsigned long long)config->reserve);
-    printf("\nerrors %u\n", config->errors);
+    printf("\n");
+    if (config->loader_line)
+        printf("loader %s line=%u\n", config->loader, config->loader_line);
+    printf("errors %u\n", config->errors);
     free(config);
     return 0;
 }

@@ -5,7 +5,8 @@
 set -eu
 
 PACKAGES="build-essential gnu-efi qemu-utils qemu-system-x86 ovmf python3 python3-libvhdi
-libvhdi-utils mtools dosfstools gdisk bzip2 e2fsprogs"
+libvhdi-utils mtools dosfstools gdisk bzip2 e2fsprogs
+grub-common grub-efi-amd64-bin systemd-boot-efi busybox-static"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -1,0 +1,336 @@
+#!/usr/bin/python3
+"""run_demo.py - `make run`: boot Linux from a VHDX file on the EFI System Partition.
+
+    run_demo.py [--build DIR] [--loader sdboot|grub] [--timeout SECONDS]
+
+1. the demo disk (ovmf-scripts/demo/build-demo.sh, cached in BUILD/demo): a GPT disk
+   whose ESP holds systemd-boot (or GRUB, --loader grub), Debian's cloud kernel and a
+   busybox initramfs whose /init prints a banner and powers off;
+2. that disk converted by qemu-img to a dynamic VHDX (BUILD/run/demo-LOADER.vhdx);
+3. an outer ESP image (BUILD/run/esp-LOADER.img: GPT, FAT32) holding
+   \\EFI\\BOOT\\BOOTX64.EFI = vhdxboot.efi, \\EFI\\BOOT\\vhdxboot.cfg and \\demo.vhdx;
+4. OVMF under QEMU (TCG) boots a copy of it (BUILD/run/esp-LOADER.boot.img): the
+   firmware's boot manager starts \\EFI\\BOOT\\BOOTX64.EFI by itself (a fresh variable
+   store, one disk), vhdxboot.efi mounts \\demo.vhdx and starts the loader inside, and
+   the loader starts Linux with console=ttyS0.  The serial console is shown as it comes
+   (and kept in BUILD/run/LOADER.log).
+
+Exit status 0 once the init banner appears (QEMU is stopped if it has not powered off
+by itself soon after), 1 with the reason otherwise (time limit, the firmware fell back
+to its shell, QEMU exited early, a kernel panic), 2 for a bad command line or a missing
+build product.  Everything in steps 1-3 is reused while its inputs are unchanged.
+
+tests/boot.test imports this module for the same steps.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import ovmf  # noqa: E402
+
+MiB = 1 << 20
+DEMO_SOURCES = [os.path.join(HERE, "demo", n)
+                for n in ("build-demo.sh", "init.sh", "mkcpio.py")]
+LOADERS = {"sdboot": "DISK_SDBOOT", "grub": "DISK_GRUB"}
+OUTER_ESP_SIZE = 256 * MiB
+BOOT_CONFIG = "\r\n".join([
+    "# vhdxboot.efi: the first image= line is the disk to boot from",
+    "image=\\demo.vhdx",
+    "# the loader inside it (this is the default)",
+    "loader=\\EFI\\BOOT\\BOOTX64.EFI",
+    ""]).encode()
+
+
+def say(text):
+    print("run-demo: " + text, flush=True)
+
+
+class Failure(Exception):
+    """A step failed; the message says which and why."""
+
+
+def newer(target, sources):
+    """True when `target` exists and is at least as new as every source."""
+    if not os.path.exists(target):
+        return False
+    t = os.path.getmtime(target)
+    return all(os.path.getmtime(s) <= t for s in sources)
+
+
+def read_env(path):
+    """demo.env (KEY='value' lines) as a dict."""
+    env = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"^([A-Z0-9_]+)='(.*)'$", line.rstrip("\n"))
+            if m:
+                env[m.group(1)] = m.group(2).replace("'\\''", "'")
+    return env
+
+
+def apt_lists_know_kernel():
+    """Does apt know the cloud kernel metapackage (are its package lists there)?"""
+    p = subprocess.run(["apt-cache", "policy", "linux-image-cloud-amd64"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    m = re.search(r"Candidate: (\S+)", p.stdout)
+    return bool(m) and m.group(1) != "(none)"
+
+
+def ensure_demo(build, log=say):
+    """Build the demo disks into BUILD/demo unless they are up to date; returns the
+    directory and its demo.env as a dict."""
+    out = os.path.join(build, "demo")
+    env_path = os.path.join(out, "demo.env")
+    if not newer(env_path, DEMO_SOURCES):
+        cached = os.path.exists(os.path.join(out, "cache", "kernel.pkg"))
+        if not cached and not apt_lists_know_kernel():
+            # A fresh machine whose package lists were never fetched (or were cleaned).
+            sudo = [] if os.geteuid() == 0 else ["sudo"] if shutil.which("sudo") else None
+            if sudo is not None:
+                log("apt knows no linux-image-cloud-amd64: running apt-get update")
+                subprocess.run(sudo + ["apt-get", "update", "-qq"], check=False)
+        log("building the demo disks (kernel and tools from Debian packages) in " + out)
+        t0 = time.time()
+        p = subprocess.run([os.path.join(HERE, "demo", "build-demo.sh"), out],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if p.returncode != 0:
+            raise Failure("building the demo disks failed:\n" + p.stdout.rstrip())
+        log("demo disks built in %.1f s" % (time.time() - t0))
+    return out, read_env(env_path)
+
+
+def make_vhdx(raw, vhdx, block_size=None):
+    """A dynamic VHDX holding the raw disk (qemu-img), unless it is up to date."""
+    if newer(vhdx, [raw]):
+        return False
+    tmp = vhdx + ".tmp"
+    ovmf.vhdx_from_raw(raw, tmp, "dynamic", block_size)
+    os.replace(tmp, vhdx)
+    return True
+
+
+def make_outer_esp(path, files, size=OUTER_ESP_SIZE, sources=()):
+    """The disk the firmware boots: GPT with one FAT32 ESP holding `files` ({esp path:
+    bytes or host path}); rebuilt only when older than one of `sources`."""
+    if sources and newer(path, sources):
+        return False
+    tmp = path + ".tmp"
+    ovmf.esp_image(tmp, size, files)
+    os.replace(tmp, path)
+    return True
+
+
+def esp_offset(path):
+    """Byte offset of the first partition of a GPT disk (512-byte sectors)."""
+    with open(path, "rb") as f:
+        f.seek(512)
+        header = f.read(92)
+        lba = int.from_bytes(header[72:80], "little")
+        f.seek(lba * 512)
+        entry = f.read(128)
+    return int.from_bytes(entry[32:40], "little") * 512
+
+
+def extract(esp, name, out):
+    """Copy a file out of the outer ESP image (mtools)."""
+    data = ovmf.fat_get(esp, name, esp_offset(esp))
+    if data is None:
+        raise Failure("%s: no %s on the ESP" % (esp, name))
+    with open(out, "wb") as f:
+        f.write(data)
+    return out
+
+
+class Watch:
+    """One QEMU boot of `disks` (raw images, AHCI ports in order, at most six) and
+    `virtio` (more raw images, as virtio-blk disks) through ovmf.Boot, echoing whole
+    console lines as they come when `echo` is given."""
+
+    def __init__(self, disks, workdir, echo=None, virtio=()):
+        extra = []
+        for disk in disks[1:]:
+            extra += ["-drive", "file=%s,format=raw,if=ide" % disk]
+        for disk in virtio:
+            extra += ["-drive", "file=%s,format=raw,if=virtio" % disk]
+        self.start = time.time()
+        self.boot = ovmf.Boot(disks[0], workdir, extra=extra)
+        self.echo = echo
+        self.shown = 0
+        self.seen = {}
+
+    def log(self):
+        text = self.boot.log
+        if self.echo:
+            end = text.rfind("\n") + 1
+            if end > self.shown:
+                for line in text[self.shown:end].splitlines():
+                    self.echo(line)
+                self.shown = end
+        return text
+
+    def wait(self, patterns, timeout):
+        """Wait until one of {name: regex} matches the log, QEMU exits or `timeout`
+        passes.  Returns the name that matched first (recording when), or None."""
+        deadline = time.time() + timeout
+        rx = {name: re.compile(p, re.M) for name, p in patterns.items()}
+        while True:
+            text = self.log()
+            for name, r in rx.items():
+                if name not in self.seen and r.search(text):
+                    self.seen[name] = time.time() - self.start
+                    return name
+            if self.boot.proc.poll() is not None or time.time() >= deadline:
+                self.log()
+                return None
+            time.sleep(0.1)
+
+    def type(self, text):
+        self.boot.type(text)
+
+    def finish(self, timeout):
+        """Let QEMU power off by itself within `timeout` s (killed after).  Returns
+        True when it did."""
+        exited = self.boot.finish(timeout)
+        self.log()
+        if self.echo:
+            rest = self.boot.log[self.shown:]
+            if rest.strip():
+                self.echo(rest.rstrip("\n"))
+        return exited
+
+    @property
+    def returncode(self):
+        return self.boot.proc.returncode
+
+    def elapsed(self):
+        return time.time() - self.start
+
+
+def last_vhdxboot_error(log):
+    """The last line in which vhdxboot.efi gave up, if any."""
+    lines = re.findall(r"^vhdxboot: .*returning to the firmware$", log, re.M)
+    return lines[-1] if lines else None
+
+
+def prepare(build, loader, run_dir, log=say):
+    """Steps 1-3 (outputs in `run_dir`); returns (outer ESP image to boot, demo.env)."""
+    efi = os.path.join(build, "efi", "vhdxboot.efi")
+    if not os.path.exists(efi):
+        raise Failure("%s is missing: run make first" % efi)
+    demo, env = ensure_demo(build, log)
+    os.makedirs(run_dir, exist_ok=True)
+    raw = os.path.join(demo, env[LOADERS[loader]])
+    vhdx = os.path.join(run_dir, "demo-%s.vhdx" % loader)
+    if make_vhdx(raw, vhdx):
+        log("converted %s to a dynamic VHDX: %s (%d MiB)" % (
+            os.path.basename(raw), vhdx, os.path.getsize(vhdx) // MiB))
+    esp = os.path.join(run_dir, "esp-%s.img" % loader)
+    files = {"EFI/BOOT/BOOTX64.EFI": efi, "EFI/BOOT/vhdxboot.cfg": BOOT_CONFIG,
+             "demo.vhdx": vhdx}
+    if make_outer_esp(esp, files, sources=[efi, vhdx, os.path.abspath(__file__)]):
+        log("made the outer ESP %s: \\EFI\\BOOT\\BOOTX64.EFI = vhdxboot.efi, "
+            "\\EFI\\BOOT\\vhdxboot.cfg, \\demo.vhdx" % esp)
+    booted = os.path.join(run_dir, "esp-%s.boot.img" % loader)
+    subprocess.run(["cp", "--sparse=always", esp, booted], check=True)
+    return booted, env
+
+
+def run(build, loader, timeout):
+    t0 = time.time()
+    run_dir = os.path.join(build, "run")
+    try:
+        esp, env = prepare(build, loader, run_dir)
+    except Failure as e:
+        say("FAILED: %s" % e)
+        return 1
+    log_path = os.path.join(run_dir, "%s.log" % loader)
+    say("booting OVMF (QEMU, TCG) from %s; serial console follows, log in %s" % (
+        esp, log_path))
+    print("-" * 78, flush=True)
+    try:
+        watch = Watch([esp], run_dir, echo=lambda line: print(line, flush=True))
+    except OSError as e:
+        say("FAILED: cannot start %s: %s (package qemu-system-x86)" % (ovmf.QEMU, e))
+        return 1
+    outcome = watch.wait({
+        "banner": re.escape(env["INIT_BANNER"]),
+        "shell": r"^Shell> ",
+        "grub": r"^grub> ",
+        "panic": r"Kernel panic",
+    }, timeout)
+    if outcome == "banner":
+        # Let /init finish and power off (it prints its variables first).
+        exited = watch.finish(20)
+    else:
+        exited = watch.finish(2)
+    print("-" * 78, flush=True)
+    log = watch.boot.log
+    with open(log_path, "w") as f:
+        f.write(log)
+    if outcome == "banner":
+        say("PASS: Linux booted from \\demo.vhdx through vhdxboot.efi and %s: init banner "
+            "%.1f s after QEMU started%s" % (
+                "systemd-boot" if loader == "sdboot" else "GRUB", watch.seen["banner"],
+                "" if exited else " (QEMU did not power off by itself: stopped)"))
+        after_boot_check(esp, run_dir, build)
+        say("total %.1f s" % (time.time() - t0))
+        return 0
+    gave_up = last_vhdxboot_error(log)
+    if outcome == "shell":
+        reason = "the firmware fell back to the UEFI Shell: the boot option failed"
+    elif outcome == "grub":
+        reason = "GRUB stopped at its prompt"
+    elif outcome == "panic":
+        reason = "the kernel panicked"
+    elif watch.returncode is not None and watch.returncode != -9:
+        reason = "QEMU exited (status %s) before the init banner" % watch.returncode
+    else:
+        reason = "no init banner within %d s" % timeout
+    if gave_up:
+        reason += " (%s)" % gave_up
+    say("FAILED: %s; log in %s" % (reason, log_path))
+    return 1
+
+
+def after_boot_check(esp, run_dir, build):
+    """Show that the image on the ESP was left clean (informational)."""
+    tool = os.path.join(build, "vhdx")
+    if not os.path.exists(tool):
+        return
+    try:
+        vhdx = extract(esp, "demo.vhdx", os.path.join(run_dir, "after-boot.vhdx"))
+    except Failure as e:
+        say("after the boot: %s" % e)
+        return
+    p = subprocess.run([tool, "check", vhdx], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    say("after the boot: `vhdx check` of \\demo.vhdx copied off the ESP: %s" % (
+        "clean" if p.returncode == 0 else "PROBLEMS:\n" + p.stdout.rstrip()))
+    os.unlink(vhdx)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Boot Linux from a VHDX on the ESP in OVMF.")
+    ap.add_argument("--build", default=os.path.join(TOP, "build"))
+    ap.add_argument("--loader", default="sdboot", choices=sorted(LOADERS))
+    ap.add_argument("--timeout", type=int, default=300,
+                    help="seconds to wait for the init banner (default 300)")
+    args = ap.parse_args()
+    for f in (ovmf.OVMF_CODE, ovmf.OVMF_VARS):
+        if not os.path.exists(f):
+            say("FAILED: %s is missing (package ovmf; scripts/deps.sh)" % f)
+            return 2
+    return run(os.path.abspath(args.build), args.loader, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
