@@ -48,36 +48,6 @@ static EFI_STATUS read_file(EFI_FILE_PROTOCOL *root, CHAR16 *path, void **data,
     return status;
 }
 
-/* The device's path followed by one file path node. */
-static EFI_DEVICE_PATH *file_device_path(EFI_HANDLE device, const CHAR16 *path)
-{
-    EFI_DEVICE_PATH *device_path, *result, *end;
-    FILEPATH_DEVICE_PATH *node;
-    size_t parent, chars = ucs2_length(path) + 1;
-    size_t node_length = SIZE_OF_FILEPATH_DEVICE_PATH + chars * sizeof(CHAR16);
-
-    if (efi_bs->HandleProtocol(device, &efi_device_path_guid, (void **)&device_path) !=
-        EFI_SUCCESS)
-        return NULL;
-    parent = efi_device_path_size(device_path) - END_DEVICE_PATH_LENGTH;
-    result = efi_allocate(parent + node_length + END_DEVICE_PATH_LENGTH);
-    if (!result)
-        return NULL;
-    efi_bs->CopyMem(result, device_path, parent);
-    node = (FILEPATH_DEVICE_PATH *)((UINT8 *)result + parent);
-    node->Header.Type = MEDIA_DEVICE_PATH;
-    node->Header.SubType = MEDIA_FILEPATH_DP;
-    node->Header.Length[0] = (UINT8)node_length;
-    node->Header.Length[1] = (UINT8)(node_length >> 8);
-    efi_bs->CopyMem(node->PathName, (void *)path, chars * sizeof(CHAR16));
-    end = (EFI_DEVICE_PATH *)((UINT8 *)node + node_length);
-    end->Type = END_DEVICE_PATH_TYPE;
-    end->SubType = END_ENTIRE_DEVICE_PATH_SUBTYPE;
-    end->Length[0] = END_DEVICE_PATH_LENGTH;
-    end->Length[1] = 0;
-    return result;
-}
-
 EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 {
     EFI_LOADED_IMAGE_PROTOCOL *self, *loaded;
@@ -117,7 +87,7 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
         con_print("drvload: cannot read the options file: %s\n", efi_status_text(status));
         return status;
     }
-    device_path = file_device_path(self->DeviceHandle, driver_path);
+    device_path = efi_file_device_path(self->DeviceHandle, driver_path);
     if (!device_path)
         return EFI_OUT_OF_RESOURCES;
     status = efi_bs->LoadImage(FALSE, image, device_path, NULL, 0, &driver);

@@ -178,3 +178,32 @@ bool utf8_to_ucs2(const char *text, CHAR16 *out, size_t out_chars)
     out[n] = 0;
     return true;
 }
+
+EFI_DEVICE_PATH *efi_file_device_path(EFI_HANDLE device, const CHAR16 *path)
+{
+    EFI_DEVICE_PATH *device_path, *result, *end;
+    FILEPATH_DEVICE_PATH *node;
+    size_t parent, chars = ucs2_length(path) + 1;
+    size_t node_length = SIZE_OF_FILEPATH_DEVICE_PATH + chars * sizeof(CHAR16);
+
+    if (efi_bs->HandleProtocol(device, &efi_device_path_guid, (void **)&device_path) !=
+        EFI_SUCCESS)
+        return NULL;
+    parent = efi_device_path_size(device_path) - END_DEVICE_PATH_LENGTH;
+    result = efi_allocate(parent + node_length + END_DEVICE_PATH_LENGTH);
+    if (!result)
+        return NULL;
+    efi_bs->CopyMem(result, device_path, parent);
+    node = (FILEPATH_DEVICE_PATH *)((UINT8 *)result + parent);
+    node->Header.Type = MEDIA_DEVICE_PATH;
+    node->Header.SubType = MEDIA_FILEPATH_DP;
+    node->Header.Length[0] = (UINT8)node_length;
+    node->Header.Length[1] = (UINT8)(node_length >> 8);
+    efi_bs->CopyMem(node->PathName, (void *)path, chars * sizeof(CHAR16));
+    end = (EFI_DEVICE_PATH *)((UINT8 *)node + node_length);
+    end->Type = END_DEVICE_PATH_TYPE;
+    end->SubType = END_ENTIRE_DEVICE_PATH_SUBTYPE;
+    end->Length[0] = END_DEVICE_PATH_LENGTH;
+    end->Length[1] = 0;
+    return result;
+}

@@ -46,6 +46,10 @@ EFI_TPL efi_current_tpl(void);
 /* Size in bytes of a device path including its end node. */
 size_t efi_device_path_size(const EFI_DEVICE_PATH *path);
 
+/* The device's path followed by one file path node for `path` (pool memory), for
+ * LoadImage; NULL when the device has no path or memory runs out. */
+EFI_DEVICE_PATH *efi_file_device_path(EFI_HANDLE device, const CHAR16 *path);
+
 /* A short text for an EFI_STATUS ("Not Found", ...), never NULL. */
 const char *efi_status_text(EFI_STATUS status);
 

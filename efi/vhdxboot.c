@@ -328,42 +328,12 @@ static EFI_STATUS find_loader(struct boot *boot)
 
 /* --- starting it -------------------------------------------------------------------- */
 
-/* The file system's device path followed by one file path node naming the loader. */
-static EFI_DEVICE_PATH *loader_device_path(EFI_HANDLE volume, const CHAR16 *name)
-{
-    EFI_DEVICE_PATH *volume_path, *result, *end;
-    FILEPATH_DEVICE_PATH *node;
-    size_t parent, chars = ucs2_length(name) + 1;
-    size_t node_length = SIZE_OF_FILEPATH_DEVICE_PATH + chars * sizeof(CHAR16);
-
-    if (efi_bs->HandleProtocol(volume, &efi_device_path_guid, (void **)&volume_path) !=
-        EFI_SUCCESS)
-        return NULL;
-    parent = efi_device_path_size(volume_path) - END_DEVICE_PATH_LENGTH;
-    result = efi_allocate(parent + node_length + END_DEVICE_PATH_LENGTH);
-    if (!result)
-        return NULL;
-    efi_bs->CopyMem(result, volume_path, parent);
-    node = (FILEPATH_DEVICE_PATH *)((UINT8 *)result + parent);
-    node->Header.Type = MEDIA_DEVICE_PATH;
-    node->Header.SubType = MEDIA_FILEPATH_DP;
-    node->Header.Length[0] = (UINT8)node_length;
-    node->Header.Length[1] = (UINT8)(node_length >> 8);
-    efi_bs->CopyMem(node->PathName, (void *)name, chars * sizeof(CHAR16));
-    end = (EFI_DEVICE_PATH *)((UINT8 *)node + node_length);
-    end->Type = END_DEVICE_PATH_TYPE;
-    end->SubType = END_ENTIRE_DEVICE_PATH_SUBTYPE;
-    end->Length[0] = END_DEVICE_PATH_LENGTH;
-    end->Length[1] = 0;
-    return result;
-}
-
 static EFI_STATUS load_loader(struct boot *boot, EFI_HANDLE image)
 {
     EFI_DEVICE_PATH *path;
     EFI_STATUS status;
 
-    path = loader_device_path(boot->volume, boot->loader_name);
+    path = efi_file_device_path(boot->volume, boot->loader_name);
     if (!path) {
         give_up("%s: out of memory", boot->loader_path);
         return EFI_OUT_OF_RESOURCES;
