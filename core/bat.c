@@ -41,11 +41,6 @@ uint64_t vhdx_bat_entry_count(uint64_t virtual_size, uint32_t block_size,
     return payload_blocks + (payload_blocks - 1) / ratio;
 }
 
-uint64_t bat_get(const struct vhdx_disk *disk, uint64_t index)
-{
-    return disk->bat[index];
-}
-
 /* A file range some BAT entry points at, for the overlap check. */
 struct extent {
     uint64_t start;

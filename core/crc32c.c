@@ -64,3 +64,16 @@ uint32_t vhdx_crc32c(uint32_t crc, const void *data, size_t length)
         crc = crc32c_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
     return ~crc;
 }
+
+/*
+ * The checksum of a header, region table or log entry: the CRC of its `length` bytes
+ * with the 4-byte checksum field at offset 4 counted as zero (trap T3).
+ */
+uint32_t crc_with_zero_field(const uint8_t *p, size_t length)
+{
+    static const uint8_t zero[4];
+    uint32_t crc = vhdx_crc32c(0, p, 4);
+
+    crc = vhdx_crc32c(crc, zero, 4);
+    return vhdx_crc32c(crc, p + 8, length - 8);
+}

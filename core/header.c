@@ -42,16 +42,6 @@ static const char *const both_invalid_text[3][3] = {
     [HEADER_BAD_CHECKSUM][HEADER_BAD_CHECKSUM] = "bad checksum; header 2: bad checksum",
 };
 
-/* CRC of a structure whose 4-byte checksum field (at offset 4) counts as zero. */
-static uint32_t crc_with_zero_field(const uint8_t *p, size_t length)
-{
-    static const uint8_t zero[4];
-    uint32_t crc = vhdx_crc32c(0, p, 4);
-
-    crc = vhdx_crc32c(crc, zero, 4);
-    return vhdx_crc32c(crc, p + 8, length - 8);
-}
-
 static enum header_status header_parse(const uint8_t *raw, struct vhdx_header *h)
 {
     if (!mem_equal(raw + H_SIGNATURE, "head", 4))

@@ -88,14 +88,11 @@ static const uint8_t *descriptor_at(const struct log_scan *scan, uint32_t positi
 static uint32_t entry_checksum(const struct log_scan *scan, uint32_t position,
                                uint32_t length)
 {
-    static const uint8_t zero[4];
     uint32_t first = scan->length - position < length ? scan->length - position : length;
-    uint32_t crc;
 
-    crc = vhdx_crc32c(0, scan->log + position, LE_CHECKSUM);
-    crc = vhdx_crc32c(crc, zero, 4);
-    crc = vhdx_crc32c(crc, scan->log + position + 8, first - 8);
-    return vhdx_crc32c(crc, scan->log, length - first);
+    /* The part up to the end of the buffer, then the part wrapped to its start. */
+    return vhdx_crc32c(crc_with_zero_field(scan->log + position, first), scan->log,
+                       length - first);
 }
 
 /* Spec 2.3.1: is there a whole, valid entry of this log at `position`? */

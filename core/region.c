@@ -54,15 +54,9 @@ static const char *const both_faults_text[4][4] = {
 
 static enum table_fault table_fault(const uint8_t *table)
 {
-    static const uint8_t zero[4];
-    uint32_t crc;
-
     if (!mem_equal(table, "regi", 4))
         return TABLE_NO_SIGNATURE;
-    crc = vhdx_crc32c(0, table, RT_CHECKSUM);
-    crc = vhdx_crc32c(crc, zero, 4);
-    crc = vhdx_crc32c(crc, table + 8, REGION_TABLE_SIZE - 8);
-    if (get_le32(table + RT_CHECKSUM) != crc)
+    if (get_le32(table + RT_CHECKSUM) != crc_with_zero_field(table, REGION_TABLE_SIZE))
         return TABLE_BAD_CHECKSUM;
     if (get_le32(table + RT_ENTRY_COUNT) > REGION_MAX_ENTRIES)
         return TABLE_TOO_MANY_ENTRIES;

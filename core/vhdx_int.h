@@ -184,6 +184,10 @@ uint64_t align_up_mib(uint64_t value);
 bool is_power_of_two(uint64_t v);
 unsigned log2_u64(uint64_t v);
 
+/* --- crc32c.c --------------------------------------------------------------------- */
+/* CRC of a structure whose checksum field (bytes 4..7) counts as zero. */
+uint32_t crc_with_zero_field(const uint8_t *p, size_t length);
+
 /* --- errors.c: reporting ----------------------------------------------------------- */
 /* Record a fatal error in disk->diag (if disk) and return the code. */
 int fail(struct vhdx_disk *disk, enum vhdx_error code, uint64_t a, uint64_t b,
@@ -233,7 +237,6 @@ int header_update(struct vhdx_disk *disk, bool new_data_guid,
 int region_table_load(struct vhdx_disk *disk);
 int metadata_load(struct vhdx_disk *disk);
 int bat_load(struct vhdx_disk *disk);
-uint64_t bat_get(const struct vhdx_disk *disk, uint64_t index);
 
 /* --- log.c ------------------------------------------------------------------------- */
 int log_replay(struct vhdx_disk *disk);
