@@ -206,7 +206,8 @@ static int validate_entries(struct vhdx_disk *disk, struct extent *extents,
                 return rc;
             continue;
         }
-        if (offset + needed > disk->file_size) {
+        /* Subtract, never add: FileOffsetMB near 2^44 would wrap offset + needed. */
+        if (offset > disk->file_size || needed > disk->file_size - offset) {
             rc = problem(disk, false, VHDX_E_BAT_PAST_EOF, i, offset, NULL);
             if (rc)
                 return rc;

@@ -2920,7 +2920,10 @@ def _(e):
     return _vrange(e, i)
 
 
-@_c("bat_offset_huge", NO_SILENT, "FULLY_PRESENT entry with FileOffsetMB = 2^44 - 1 "
+# REJECT, not NO_SILENT: offset + block size wraps past 2^64 here, and a reader that adds
+# before comparing accepts the entry and writes over the header section (qemu-img refuses
+# it at open: "BAT entry 0 offset overflow").
+@_c("bat_offset_huge", REJECT, "FULLY_PRESENT entry with FileOffsetMB = 2^44 - 1 "
     "(offset near 16 EiB)", requires=("clean",))
 def _(e):
     i, b = _first_present(e)
