@@ -1,11 +1,16 @@
 /*
- * bat.c - the block allocation table (spec 2.4, 2.5): geometry, loading, validation.
+ * bat.c - the block allocation table (see bat.h).
  *
  * Payload and sector-bitmap entries are interleaved: the ChunkRatio payload entries of
  * a chunk are followed by that chunk's sector-bitmap entry.  Payload block i is entry
  * i + i / ChunkRatio (trap T7: divide by ChunkRatio, not ChunkRatio + 1).
  */
-#include "vhdx_int.h"
+#include "bat.h"
+
+#include "disk.h"
+
+/* Entries read at a time while validating (64 KiB). */
+#define VALIDATE_CHUNK 8192u
 
 uint32_t vhdx_chunk_ratio(uint32_t block_size, uint32_t logical_sector_size)
 {
@@ -41,78 +46,36 @@ uint64_t vhdx_bat_entry_count(uint64_t virtual_size, uint32_t block_size,
     return payload_blocks + (payload_blocks - 1) / ratio;
 }
 
-/* A file range some BAT entry points at, for the overlap check. */
-struct extent {
-    uint64_t start;
-    uint64_t length;
-    uint64_t entry;
-};
-
-static bool extent_before(const struct extent *a, const struct extent *b)
+int bat_setup(struct vhdx_disk *disk)
 {
-    return a->start < b->start || (a->start == b->start && a->entry < b->entry);
+    struct bat *bat = &disk->bat;
+    const struct geometry *g = &disk->geometry;
+
+    mem_zero(bat, sizeof *bat);
+    bat->chunk_ratio = vhdx_chunk_ratio(g->block_size, g->logical_sector_size);
+    bat->payload_blocks = (g->virtual_size + g->block_size - 1) >> g->block_shift;
+    bat->bitmap_blocks = (bat->payload_blocks + bat->chunk_ratio - 1) / bat->chunk_ratio;
+    bat->entries = vhdx_bat_entry_count(g->virtual_size, g->block_size,
+                                        g->logical_sector_size, g->has_parent);
+    if ((uint64_t)disk->regions.bat_length / 8 < bat->entries)
+        return problem(disk, true, VHDX_E_BAT_TOO_SMALL, disk->regions.bat_length,
+                       bat->entries, NULL);
+    return VHDX_OK;
 }
 
-/* Heapsort: no recursion, no extra memory, O(n log n) even for hostile tables. */
-static void sift_down(struct extent *e, uint64_t root, uint64_t n)
+static bool is_bitmap_entry(const struct bat *bat, uint64_t index)
 {
-    for (;;) {
-        uint64_t child = 2 * root + 1;
-        struct extent tmp;
-
-        if (child >= n)
-            return;
-        if (child + 1 < n && extent_before(&e[child], &e[child + 1]))
-            child++;
-        if (!extent_before(&e[root], &e[child]))
-            return;
-        tmp = e[root];
-        e[root] = e[child];
-        e[child] = tmp;
-        root = child;
-    }
+    return index % ((uint64_t)bat->chunk_ratio + 1) == bat->chunk_ratio;
 }
 
-static void sort_extents(struct extent *e, uint64_t n)
-{
-    for (uint64_t i = n / 2; i-- > 0;)
-        sift_down(e, i, n);
-    for (uint64_t end = n; end-- > 1;) {
-        struct extent tmp = e[0];
+/* --- validation at open -------------------------------------------------------------- */
 
-        e[0] = e[end];
-        e[end] = tmp;
-        sift_down(e, 0, end);
-    }
-}
-
-/* What a block at [start, start+length) collides with, or NULL. */
-static const char *collides_with(const struct vhdx_disk *disk, uint64_t start,
-                                 uint64_t length)
-{
-    if (ranges_overlap(start, length, disk->header.log_offset, disk->header.log_length))
-        return "the log";
-    if (ranges_overlap(start, length, disk->bat_offset, disk->bat_length))
-        return "the BAT region";
-    if (ranges_overlap(start, length, disk->metadata_offset, disk->metadata_length))
-        return "the metadata region";
-    for (uint32_t r = 0; r < disk->region_count; r++) {
-        if (ranges_overlap(start, length, disk->regions[r].offset, disk->regions[r].length))
-            return "another region";
-    }
-    return NULL;
-}
-
-static uint64_t max_u64(uint64_t a, uint64_t b)
-{
-    return a > b ? a : b;
-}
-
-/* Check the state of entry `index`; return whether it points at file space. */
+/* Check the state of entry `index`; say whether it points at file space. */
 static int check_state(struct vhdx_disk *disk, uint64_t index, uint64_t entry,
                        bool is_bitmap, bool *allocated)
 {
     unsigned state = (unsigned)(entry & BAT_STATE_MASK);
+    bool differencing = disk->geometry.has_parent;
 
     *allocated = false;
     if (is_bitmap) {
@@ -122,7 +85,7 @@ static int check_state(struct vhdx_disk *disk, uint64_t index, uint64_t entry,
             return problem(disk, false, VHDX_E_BAT_STATE, index, state,
                            "not a sector bitmap state");
         /* Seen in real non-differencing files (digest 8.5): tolerated, never read. */
-        if (!disk->has_parent)
+        if (!differencing)
             quirk(disk, VHDX_E_BAT_STATE, index, state,
                   "a present sector bitmap in a non-differencing file");
         *allocated = true;
@@ -135,14 +98,14 @@ static int check_state(struct vhdx_disk *disk, uint64_t index, uint64_t entry,
     case PAYLOAD_UNMAPPED:
         return VHDX_OK;
     case PAYLOAD_UNMAPPED_V095:
-        /* The v0.95 draft's UNMAPPED (trap T5); old QEMU wrote it. Reads as zeros. */
+        /* The v0.95 draft's UNMAPPED (trap T5); old QEMU wrote it.  Reads as zeros. */
         quirk(disk, VHDX_E_BAT_STATE, index, state, "the draft UNMAPPED value");
         return VHDX_OK;
     case PAYLOAD_FULLY_PRESENT:
         *allocated = true;
         return VHDX_OK;
     case PAYLOAD_PARTIALLY_PRESENT:
-        if (!disk->has_parent)
+        if (!differencing)
             return problem(disk, false, VHDX_E_BAT_STATE, index, state,
                            "PARTIALLY_PRESENT, which only differencing files may use");
         *allocated = true;
@@ -152,149 +115,223 @@ static int check_state(struct vhdx_disk *disk, uint64_t index, uint64_t entry,
     }
 }
 
-/*
- * Every allocated block must lie after the header section, inside the file (a last
- * block may end early if the part missing is beyond the virtual disk), clear of the
- * regions and the log, and clear of every other block.
- */
-static int validate_entries(struct vhdx_disk *disk, struct extent *extents,
-                            uint64_t *extent_count)
+/* What a block at [start, start+length) collides with among the fixed objects, or NULL. */
+static const char *collides_with(const struct vhdx_disk *disk, uint64_t start,
+                                 uint64_t length)
 {
-    uint64_t n = 0;
+    const struct regions *regions = &disk->regions;
+    const struct vhdx_header *h = &disk->headers.current;
+
+    if (ranges_overlap(start, length, h->log_offset, h->log_length))
+        return "the log";
+    if (ranges_overlap(start, length, regions->bat_offset, regions->bat_length))
+        return "the BAT region";
+    if (ranges_overlap(start, length, regions->metadata_offset, regions->metadata_length))
+        return "the metadata region";
+    for (uint32_t r = 0; r < regions->count; r++) {
+        if (ranges_overlap(start, length, regions->list[r].offset, regions->list[r].length))
+            return "another region";
+    }
+    return NULL;
+}
+
+/*
+ * Where the block of entry `index` lies: false when the entry points at no file space
+ * (or at space beyond the disk: differencing padding).  `needed` is what must be inside
+ * the file: a last block may end early if the part missing is beyond the virtual disk.
+ */
+static bool block_extent(const struct vhdx_disk *disk, uint64_t index, uint64_t entry,
+                         uint64_t *length, uint64_t *needed)
+{
+    const struct bat *bat = &disk->bat;
+    const struct geometry *g = &disk->geometry;
+    uint64_t block, block_start;
+
+    if (is_bitmap_entry(bat, index)) {
+        *length = *needed = SECTOR_BITMAP_SIZE;
+        return true;
+    }
+    block = index - index / ((uint64_t)bat->chunk_ratio + 1);
+    if (block >= bat->payload_blocks)
+        return false;
+    block_start = block << g->block_shift;
+    *length = g->block_size;
+    *needed = min_u64(g->virtual_size - block_start, g->block_size);
+    (void)entry;
+    return true;
+}
+
+/*
+ * Read entries [first, first + count) of the BAT (as stored: little-endian), in whole
+ * pages where the region has them, so the pages can go to the cache as they pass.
+ */
+static int read_entries(struct vhdx_disk *disk, uint64_t first, uint32_t count, uint8_t *raw,
+                        bool preload)
+{
+    uint64_t offset = disk->regions.bat_offset + first * 8;
+    uint64_t bytes = (uint64_t)count * 8, pages = (bytes + PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE;
     int rc;
 
-    disk->alloc_end = align_up_mib(max_u64(disk->header.log_offset + disk->header.log_length,
-                                           HEADER_SECTION_SIZE));
-    for (uint32_t r = 0; r < disk->region_count; r++)
-        disk->alloc_end = max_u64(disk->alloc_end,
-                                  align_up_mib(disk->regions[r].offset + disk->regions[r].length));
+    if (first * 8 + pages <= disk->regions.bat_length)
+        bytes = pages;
+    rc = file_read(disk, offset, raw, (size_t)bytes);
+    for (uint64_t p = 0; preload && !rc && p + PAGE_SIZE <= bytes; p += PAGE_SIZE)
+        cache_preload(disk, offset + p, raw + p);
+    return rc;
+}
 
-    for (uint64_t i = 0; i < disk->bat_entries; i++) {
-        uint64_t entry = disk->bat[i];
-        uint64_t offset = entry & BAT_OFFSET_MASK;
-        bool is_bitmap = i % ((uint64_t)disk->chunk_ratio + 1) == disk->chunk_ratio;
-        uint64_t length, needed, end;
-        bool allocated;
-        const char *what;
+/* Is entry `index` an allocated block that the placement checks accepted? */
+static bool placed_block(const struct vhdx_disk *disk, uint64_t index, uint64_t entry,
+                         uint64_t *offset, uint64_t *length)
+{
+    unsigned state = (unsigned)(entry & BAT_STATE_MASK);
+    bool is_bitmap = is_bitmap_entry(&disk->bat, index);
+    uint64_t needed;
 
-        if (entry & BAT_RESERVED_MASK) {
-            rc = problem(disk, false, VHDX_E_BAT_RESERVED, i, entry & BAT_RESERVED_MASK, NULL);
-            if (rc)
-                return rc;
-        }
-        rc = check_state(disk, i, entry, is_bitmap, &allocated);
+    if (is_bitmap ? state != SB_PRESENT
+                  : state != PAYLOAD_FULLY_PRESENT && state != PAYLOAD_PARTIALLY_PRESENT)
+        return false;
+    if (!block_extent(disk, index, entry, length, &needed))
+        return false;
+    *offset = entry & BAT_OFFSET_MASK;
+    return *offset >= HEADER_SECTION_SIZE && range_fits(*offset, needed, disk->file.size) &&
+           !collides_with(disk, *offset, *length);
+}
+
+/*
+ * The first entry before `limit` whose block overlaps [offset, offset + length): the
+ * space map says only that the space was taken, so look again (only to name it).
+ */
+static int find_sharer(struct vhdx_disk *disk, uint64_t limit, uint64_t offset,
+                       uint64_t length, uint64_t *sharer, uint8_t *buffer)
+{
+    for (uint64_t first = 0; first < limit; first += VALIDATE_CHUNK) {
+        uint32_t count = (uint32_t)min_u64(VALIDATE_CHUNK, limit - first);
+        int rc = read_entries(disk, first, count, buffer, false);
+
         if (rc)
             return rc;
-        if (!allocated)
-            continue;
-        if (is_bitmap) {
-            length = needed = SECTOR_BITMAP_SIZE;
-        } else {
-            uint64_t block = i - i / ((uint64_t)disk->chunk_ratio + 1);
-            uint64_t block_start = block << disk->block_shift;
+        for (uint32_t k = 0; k < count; k++) {
+            uint64_t other_offset, other_length;
 
-            if (block >= disk->payload_blocks)
-                continue;   /* differencing padding past the disk: never read */
-            length = disk->block_size;
-            needed = disk->virtual_size - block_start;
-            if (needed > length)
-                needed = length;
+            if (placed_block(disk, first + k, get_le64(buffer + 8 * k), &other_offset,
+                             &other_length) &&
+                ranges_overlap(offset, length, other_offset, other_length)) {
+                *sharer = first + k;
+                return VHDX_OK;
+            }
         }
-        if (offset < HEADER_SECTION_SIZE) {
-            rc = problem(disk, false, VHDX_E_BAT_IN_HEADER, i, offset, NULL);
-            if (rc)
-                return rc;
-            continue;
-        }
-        /* Subtract, never add: FileOffsetMB near 2^44 would wrap offset + needed. */
-        if (offset > disk->file_size || needed > disk->file_size - offset) {
-            rc = problem(disk, false, VHDX_E_BAT_PAST_EOF, i, offset, NULL);
-            if (rc)
-                return rc;
-            continue;
-        }
-        what = collides_with(disk, offset, length);
-        if (what) {
-            rc = problem(disk, false, VHDX_E_BAT_OVERLAP, i, offset, what);
-            if (rc)
-                return rc;
-            continue;
-        }
-        extents[n].start = offset;
-        extents[n].length = length;
-        extents[n].entry = i;
-        n++;
-        end = align_up_mib(offset + length);
-        disk->alloc_end = max_u64(disk->alloc_end, end);
     }
-    *extent_count = n;
+    *sharer = limit;
     return VHDX_OK;
 }
 
-static int check_blocks_disjoint(struct vhdx_disk *disk, struct extent *extents, uint64_t n)
+static int check_entry(struct vhdx_disk *disk, uint64_t index, uint64_t entry,
+                       uint8_t *scratch)
 {
+    struct bat *bat = &disk->bat;
+    bool is_bitmap = is_bitmap_entry(bat, index), allocated, overlaps;
+    uint64_t offset = entry & BAT_OFFSET_MASK, length, needed, sharer;
+    unsigned state = (unsigned)(entry & BAT_STATE_MASK);
+    const char *what;
     int rc;
 
-    sort_extents(extents, n);
-    for (uint64_t k = 1; k < n; k++) {
-        const struct extent *prev = &extents[k - 1], *cur = &extents[k];
-
-        if (cur->start < prev->start + prev->length) {
-            uint64_t first = prev->entry < cur->entry ? prev->entry : cur->entry;
-            uint64_t second = prev->entry < cur->entry ? cur->entry : prev->entry;
-
-            rc = problem(disk, false, VHDX_E_BAT_SHARED, first, second, NULL);
-            if (rc)
-                return rc;
-        }
+    if (entry & BAT_RESERVED_MASK) {
+        rc = problem(disk, false, VHDX_E_BAT_RESERVED, index, entry & BAT_RESERVED_MASK, NULL);
+        if (rc)
+            return rc;
     }
-    return VHDX_OK;
-}
-
-int bat_load(struct vhdx_disk *disk)
-{
-    const uint64_t per_sector = LOG_SECTOR_SIZE / 8;
-    struct extent *extents;
-    uint64_t extent_count = 0, bytes;
-    int rc;
-
-    disk->chunk_ratio = vhdx_chunk_ratio(disk->block_size, disk->logical_sector_size);
-    disk->payload_blocks = (disk->virtual_size + disk->block_size - 1) >> disk->block_shift;
-    disk->bat_entries = vhdx_bat_entry_count(disk->virtual_size, disk->block_size,
-                                             disk->logical_sector_size, disk->has_parent);
-    if ((uint64_t)disk->bat_length / 8 < disk->bat_entries)
-        return problem(disk, true, VHDX_E_BAT_TOO_SMALL, disk->bat_length, disk->bat_entries,
-                       NULL);
-    /* Whole 4 KiB sectors, so the write path can log a sector exactly as it stands. */
-    disk->bat_loaded = (disk->bat_entries + per_sector - 1) / per_sector * per_sector;
-    if (disk->bat_loaded > disk->bat_length / 8)
-        disk->bat_loaded = disk->bat_length / 8;
-    disk->bat_sectors = disk->bat_loaded / per_sector;
-    bytes = disk->bat_loaded * 8;
-    if (bytes != (size_t)bytes)
-        return fail(disk, VHDX_E_NOMEM, bytes, 0, NULL);
-    disk->bat = core_alloc(disk, (size_t)bytes);
-    if (!disk->bat)
-        return disk->diag.code;
-    rc = file_read(disk, disk->bat_offset, disk->bat, (size_t)bytes);
+    rc = check_state(disk, index, entry, is_bitmap, &allocated);
+    if (rc || !allocated || !block_extent(disk, index, entry, &length, &needed))
+        return rc;
+    if (!is_bitmap) {
+        bat->present += state == PAYLOAD_FULLY_PRESENT;
+        bat->partial += state == PAYLOAD_PARTIALLY_PRESENT;
+    }
+    if (offset < HEADER_SECTION_SIZE)
+        return problem(disk, false, VHDX_E_BAT_IN_HEADER, index, offset, NULL);
+    /* range_fits subtracts: offset + needed wraps for FileOffsetMB near 2^44. */
+    if (!range_fits(offset, needed, disk->file.size))
+        return problem(disk, false, VHDX_E_BAT_PAST_EOF, index, offset, NULL);
+    what = collides_with(disk, offset, length);
+    if (what)
+        return problem(disk, false, VHDX_E_BAT_OVERLAP, index, offset, what);
+    space_claim(disk, offset, length, &overlaps);
+    if (!overlaps)
+        return VHDX_OK;
+    if (disk->report.checking && !problem_shown(disk, VHDX_PART_BAT))
+        return problem(disk, false, VHDX_E_BAT_SHARED, 0, index, NULL);  /* only counted */
+    rc = find_sharer(disk, index, offset, length, &sharer, scratch);
     if (rc)
         return rc;
-    for (uint64_t i = 0; i < disk->bat_loaded; i++)
-        disk->bat[i] = get_le64((const uint8_t *)&disk->bat[i]);
+    return problem(disk, false, VHDX_E_BAT_SHARED, sharer, index, NULL);
+}
 
-    /* Size the overlap check by the entries that point at file space. */
-    for (uint64_t i = 0; i < disk->bat_entries; i++) {
-        unsigned state = (unsigned)(disk->bat[i] & BAT_STATE_MASK);
+int bat_validate(struct vhdx_disk *disk)
+{
+    struct bat *bat = &disk->bat;
+    uint8_t *chunk = core_alloc(disk, VALIDATE_CHUNK * 8);
+    uint8_t *scratch = core_alloc(disk, VALIDATE_CHUNK * 8);
+    int rc = VHDX_OK;
 
-        extent_count += state == PAYLOAD_FULLY_PRESENT || state == PAYLOAD_PARTIALLY_PRESENT;
+    if (!chunk || !scratch) {
+        rc = disk->report.diag.code;
+        goto out;
     }
-    extents = core_alloc(disk, (size_t)(extent_count ? extent_count : 1) * sizeof *extents);
-    if (!extents)
-        return disk->diag.code;
-    extent_count = 0;
-    rc = validate_entries(disk, extents, &extent_count);
-    if (!rc)
-        rc = check_blocks_disjoint(disk, extents, extent_count);
-    core_free(disk, extents);
+    for (uint64_t first = 0; first < bat->entries && !rc; first += VALIDATE_CHUNK) {
+        uint32_t count = (uint32_t)min_u64(VALIDATE_CHUNK, bat->entries - first);
+
+        rc = read_entries(disk, first, count, chunk, true);
+        for (uint32_t k = 0; k < count && !rc; k++)
+            rc = check_entry(disk, first + k, get_le64(chunk + 8 * k), scratch);
+    }
+out:
+    core_free(disk, scratch);
+    core_free(disk, chunk);
     return rc;
+}
+
+/* --- entries through the cache ------------------------------------------------------ */
+
+static uint64_t page_offset(const struct vhdx_disk *disk, uint64_t index)
+{
+    return disk->regions.bat_offset + index / BAT_ENTRIES_PER_PAGE * PAGE_SIZE;
+}
+
+int bat_get_payload(struct vhdx_disk *disk, uint64_t block, uint64_t *entry)
+{
+    uint64_t index;
+    const uint8_t *page;
+    int rc;
+
+    if (block >= disk->bat.payload_blocks)
+        return fail(disk, VHDX_E_RANGE, block, block, NULL);
+    index = vhdx_bat_payload_index(block, disk->bat.chunk_ratio);
+    rc = cache_read(disk, page_offset(disk, index), &page);
+    if (!rc)
+        *entry = get_le64(page + index % BAT_ENTRIES_PER_PAGE * 8);
+    return rc;
+}
+
+int bat_set_payload(struct vhdx_disk *disk, uint64_t block, uint64_t entry)
+{
+    struct bat *bat = &disk->bat;
+    uint64_t index, old;
+    uint8_t *page, *slot;
+    int rc;
+
+    if (block >= bat->payload_blocks)
+        return fail(disk, VHDX_E_RANGE, block, block, NULL);
+    index = vhdx_bat_payload_index(block, bat->chunk_ratio);
+    rc = cache_modify(disk, page_offset(disk, index), &page);
+    if (rc)
+        return rc;
+    slot = page + index % BAT_ENTRIES_PER_PAGE * 8;
+    old = get_le64(slot);
+    put_le64(slot, entry);
+    bat->present -= (old & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT;
+    bat->partial -= (old & BAT_STATE_MASK) == PAYLOAD_PARTIALLY_PRESENT;
+    bat->present += (entry & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT;
+    bat->partial += (entry & BAT_STATE_MASK) == PAYLOAD_PARTIALLY_PRESENT;
+    return VHDX_OK;
 }

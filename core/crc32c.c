@@ -7,7 +7,7 @@
  * vhdx_crc32c(vhdx_crc32c(0, a, n), b, m) equals the CRC of a followed by b, which the
  * log needs for entries that wrap around the end of the circular buffer.
  */
-#include "vhdx_int.h"
+#include "crc32c.h"
 
 static const uint32_t crc32c_table[256] = {
     0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu,
@@ -55,14 +55,55 @@ static const uint32_t crc32c_table[256] = {
     0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
 };
 
-uint32_t vhdx_crc32c(uint32_t crc, const void *data, size_t length)
+#define POLY_REFLECTED 0x82F63B78u
+
+/* x^(2^k) mod P for k = 0..30, reflected. */
+static const uint32_t x_to_2_to_k[31] = {
+    0x40000000u, 0x20000000u, 0x08000000u, 0x00800000u, 0x00008000u, 0x82f63b78u,
+    0x6ea2d55cu, 0x18b8ea18u, 0x510ac59au, 0xb82be955u, 0xb8fdb1e7u, 0x88e56f72u,
+    0x74c360a4u, 0xe4172b16u, 0x0d65762au, 0x35d73a62u, 0x28461564u, 0xbf455269u,
+    0xe2ea32dcu, 0xfe7740e6u, 0xf946610bu, 0x3c204f8fu, 0x538586e3u, 0x59726915u,
+    0x734d5309u, 0xbc1ac763u, 0x7d0722ccu, 0xd289cabeu, 0xe94ca9bcu, 0x05b74f3fu,
+    0xa51e1f42u,
+};
+
+uint32_t crc32c_raw(uint32_t reg, const void *data, size_t length)
 {
     const uint8_t *p = data;
 
-    crc = ~crc;
     while (length--)
-        crc = crc32c_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
-    return ~crc;
+        reg = crc32c_table[(reg ^ *p++) & 0xFF] ^ (reg >> 8);
+    return reg;
+}
+
+uint32_t vhdx_crc32c(uint32_t crc, const void *data, size_t length)
+{
+    return ~crc32c_raw(~crc, data, length);
+}
+
+/* a * b mod P: add b * x^i for every coefficient i of a, lowest degree first. */
+static uint32_t multiply_mod_p(uint32_t a, uint32_t b)
+{
+    uint32_t product = 0;
+
+    for (uint32_t bit = 1u << 31; bit; bit >>= 1) {
+        if (a & bit)
+            product ^= b;
+        b = (b >> 1) ^ (b & 1 ? POLY_REFLECTED : 0);   /* b * x */
+    }
+    return product;
+}
+
+uint32_t crc32c_shift(uint32_t reg, uint64_t bytes)
+{
+    /* x^(8 * bytes) = product of x^(2^k) over the set bits k of 8 * bytes. */
+    unsigned k = 3;
+
+    for (; bytes; bytes >>= 1, k = (k + 1) % 31) {
+        if (bytes & 1)
+            reg = multiply_mod_p(x_to_2_to_k[k], reg);
+    }
+    return reg;
 }
 
 /*

@@ -1,88 +1,48 @@
 /*
- * errors.c - the message table and the reporting helpers.
- *
- * A message template may refer to the details of a diagnosis: %a and %b print them in
- * decimal, %A and %B in hexadecimal, %s prints the text detail.  The platform prefixes
- * the file name, so messages read "disk.vhdx: BAT entry 17 points past end of file".
+ * errors.c - the message table (generated from VHDX_ERROR_LIST in vhdx.h) and the
+ * reporting helpers (see errors.h).
  */
-#include "vhdx_int.h"
+#include "errors.h"
 
-static const char *const error_templates[VHDX_ERROR_COUNT] = {
-    [VHDX_OK] = "success",
+#include "disk.h"
 
-    [VHDX_E_IO] = "I/O error %s at file offset %a",
-    [VHDX_E_NOMEM] = "out of memory (needed %a bytes)",
-    [VHDX_E_READ_ONLY] = "the image is open read-only",
-    [VHDX_E_NO_SPACE] = "no space to grow the file to %a bytes",
-    [VHDX_E_RANGE] = "sectors %a..%b are past the end of the virtual disk",
-    [VHDX_E_ARGUMENT] = "invalid argument: %s",
-    [VHDX_E_DIFFERENCING] = "differencing disks are not supported yet (%s)",
-    [VHDX_E_FAILED_EARLIER] = "an earlier write failed; the image is not written any more",
+struct error_entry {
+    enum vhdx_error_class class;
+    enum vhdx_error_part part;
+    const char *text;
+};
 
-    [VHDX_E_NOT_VHDX] = "not a VHDX file (no 'vhdxfile' signature)",
-    [VHDX_E_FILE_TOO_SMALL] = "file is %a bytes, too small for the 1 MiB VHDX header section",
-    [VHDX_E_TRUNCATED] = "file ends at %a bytes, before data it needs at offset %b (truncated?)",
-    [VHDX_E_NO_VALID_HEADER] = "no valid header (header 1: %s)",
-    [VHDX_E_HEADERS_CONFLICT] = "both headers have sequence number %a but different contents",
-    [VHDX_E_HEADER_VERSION] = "header version is %a; only version 1 is supported",
-    [VHDX_E_LOG_VERSION] = "log version is %a; only version 0 logs can be replayed",
-    [VHDX_E_LOG_PLACEMENT] = "log at offset %a length %b is not 1 MiB aligned or lies in the "
-                             "header section",
-    [VHDX_E_LOG_PAST_EOF] = "log at offset %a length %b extends past the end of the file",
-    [VHDX_E_SEQUENCE_EXHAUSTED] = "header sequence number %a cannot be incremented",
+#define ERROR_ENTRY(name, cls, where, template) \
+    [VHDX_E_##name] = { VHDX_CLASS_##cls, VHDX_PART_##where, template },
+static const struct error_entry errors[VHDX_ERROR_COUNT] = {
+    VHDX_ERROR_LIST(ERROR_ENTRY)
+};
+#undef ERROR_ENTRY
 
-    [VHDX_E_NO_VALID_REGION_TABLE] = "no valid region table (copy 1: %s)",
-    [VHDX_E_REGION_COUNT] = "region table has %a entries; at most 2047 are allowed",
-    [VHDX_E_REGION_RESERVED] = "region table entry %a has reserved bits set (%B)",
-    [VHDX_E_REGION_PLACEMENT] = "region %a (offset %b) is not 1 MiB aligned or lies in the "
-                                "header section",
-    [VHDX_E_REGION_PAST_EOF] = "region %a (offset %b) extends past the end of the file",
-    [VHDX_E_REGION_OVERLAP] = "regions %a and %b overlap",
-    [VHDX_E_REGION_OVERLAPS_LOG] = "region %a (offset %b) overlaps the log",
-    [VHDX_E_REGION_DUPLICATE] = "region %a repeats the type of region %b",
-    [VHDX_E_REGION_UNKNOWN_REQUIRED] = "region %a has an unknown type %s and is marked required",
-    [VHDX_E_REGION_MISSING] = "region table has no %s region",
-
-    [VHDX_E_META_SIGNATURE] = "metadata table has no 'metadata' signature",
-    [VHDX_E_META_COUNT] = "metadata table has %a entries; at most 2047 are allowed",
-    [VHDX_E_META_RESERVED] = "metadata table entry %a has reserved bits set (%B)",
-    [VHDX_E_META_ITEM_BOUNDS] = "metadata item %a (offset %b) lies outside the metadata "
-                                "region's item area",
-    [VHDX_E_META_ITEM_OVERLAP] = "metadata items %a and %b overlap",
-    [VHDX_E_META_DUPLICATE] = "metadata item %a repeats item %b",
-    [VHDX_E_META_UNKNOWN_REQUIRED] = "metadata item %a has an unknown type %s and is marked "
-                                     "required",
-    [VHDX_E_META_MISSING] = "required metadata item %s is missing",
-    [VHDX_E_META_ITEM_SIZE] = "metadata item %s is %a bytes long; %b expected",
-    [VHDX_E_BLOCK_SIZE] = "block size %a is not a power of two from 1 MiB to 256 MiB",
-    [VHDX_E_SECTOR_SIZE] = "%s sector size %a is neither 512 nor 4096",
-    [VHDX_E_VIRTUAL_SIZE] = "virtual disk size %a is zero, over 64 TiB or not a multiple of "
-                            "the %b-byte logical sector",
-    [VHDX_E_FILE_PARAMETERS] = "file parameters have reserved bits set (%A)",
-    [VHDX_E_PARENT_LOCATOR] = "parent locator: %s (entry %a)",
-
-    [VHDX_E_BAT_TOO_SMALL] = "BAT region is %a bytes, too small for %b entries",
-    [VHDX_E_BAT_RESERVED] = "BAT entry %a has reserved bits set (%B)",
-    [VHDX_E_BAT_STATE] = "BAT entry %a has state %b, %s",
-    [VHDX_E_BAT_IN_HEADER] = "BAT entry %a points into the header section",
-    [VHDX_E_BAT_PAST_EOF] = "BAT entry %a points past end of file (offset %b)",
-    [VHDX_E_BAT_OVERLAP] = "BAT entry %a (offset %b) overlaps %s",
-    [VHDX_E_BAT_SHARED] = "BAT entries %a and %b point at overlapping file space",
-
-    [VHDX_E_LOG_NO_SEQUENCE] = "the log is dirty but holds no valid log sequence",
-    [VHDX_E_LOG_TRUNCATED] = "file is %a bytes, shorter than the %b bytes the log says were "
-                             "flushed (truncated file)",
-    [VHDX_E_LOG_DESCRIPTOR] = "log entry %a writes to file offset %b, %s",
-    [VHDX_E_LOG_FULL] = "the log (%a bytes) cannot hold an update of %b bytes",
-
-    [VHDX_E_CHECK_FAILED] = "%a problem(s) found",
+static const char *const part_names[VHDX_PART_COUNT] = {
+    [VHDX_PART_NONE] = "the file",
+    [VHDX_PART_HEADER] = "the headers",
+    [VHDX_PART_LOG] = "the log",
+    [VHDX_PART_REGION] = "the region table",
+    [VHDX_PART_METADATA] = "the metadata",
+    [VHDX_PART_BAT] = "the BAT",
 };
 
 const char *vhdx_error_template(enum vhdx_error code)
 {
-    if ((unsigned)code >= VHDX_ERROR_COUNT || !error_templates[code])
+    if ((unsigned)code >= VHDX_ERROR_COUNT)
         return "unknown error";
-    return error_templates[code];
+    return errors[code].text;
+}
+
+enum vhdx_error_class vhdx_error_class(enum vhdx_error code)
+{
+    return (unsigned)code < VHDX_ERROR_COUNT ? errors[code].class : VHDX_CLASS_ARGUMENT;
+}
+
+enum vhdx_error_part vhdx_error_part(enum vhdx_error code)
+{
+    return (unsigned)code < VHDX_ERROR_COUNT ? errors[code].part : VHDX_PART_NONE;
 }
 
 static size_t put_char(char *out, size_t size, size_t pos, char c)
@@ -150,10 +110,10 @@ void note_text(struct vhdx_disk *disk, enum vhdx_log_level level, const char *te
 {
     char message[256];
 
-    if (!disk || !disk->platform.log)
+    if (!disk || !disk->file.platform.log)
         return;
     format_message(message, sizeof message, text, a, b, s);
-    disk->platform.log(disk->platform.context, level, message);
+    disk->file.platform.log(disk->file.platform.context, level, message);
 }
 
 void note(struct vhdx_disk *disk, enum vhdx_log_level level, enum vhdx_error code,
@@ -162,61 +122,103 @@ void note(struct vhdx_disk *disk, enum vhdx_log_level level, enum vhdx_error cod
     note_text(disk, level, vhdx_error_template(code), a, b, s);
 }
 
+void report_init(struct vhdx_disk *disk, bool checking)
+{
+    mem_zero(&disk->report, sizeof disk->report);
+    disk->report.checking = checking;
+}
+
 int fail(struct vhdx_disk *disk, enum vhdx_error code, uint64_t a, uint64_t b,
          const char *s)
 {
-    if (disk) {
-        disk->diag.code = code;
-        disk->diag.a = a;
-        disk->diag.b = b;
-        disk->diag.s = s;
-        disk->diag.text[0] = '\0';
-    }
+    struct vhdx_diag *diag = &disk->report.diag;
+
+    diag->code = code;
+    diag->a = a;
+    diag->b = b;
+    diag->s = s;
+    diag->text[0] = '\0';
     return code;
+}
+
+bool problem_shown(const struct vhdx_disk *disk, enum vhdx_error_part part)
+{
+    return disk->report.shown[part] < VHDX_PROBLEMS_SHOWN;
+}
+
+/* Count a check-mode problem and say whether to print it. */
+static bool count_problem(struct vhdx_disk *disk, enum vhdx_error_part part)
+{
+    bool show = problem_shown(disk, part);
+
+    disk->report.problems++;
+    if (show)
+        disk->report.shown[part]++;
+    else
+        disk->report.hidden[part]++;
+    return show;
+}
+
+static int problem_text(struct vhdx_disk *disk, bool fatal, enum vhdx_error code,
+                        uint64_t a, uint64_t b, const char *s)
+{
+    if (!disk->report.checking)
+        return fail(disk, code, a, b, s);
+    if (fatal) {
+        disk->report.problems++;
+        return fail(disk, code, a, b, s);
+    }
+    if (count_problem(disk, vhdx_error_part(code)))
+        note(disk, VHDX_LOG_PROBLEM, code, a, b, s);
+    return VHDX_OK;
+}
+
+int problem(struct vhdx_disk *disk, bool fatal, enum vhdx_error code, uint64_t a,
+            uint64_t b, const char *s)
+{
+    return problem_text(disk, fatal, code, a, b, s);
 }
 
 int problem_guid(struct vhdx_disk *disk, bool fatal, enum vhdx_error code, uint64_t a,
                  const struct vhdx_guid *guid)
 {
     char text[39];
+    int rc;
 
     vhdx_guid_format(guid, text);
-    if ((disk->open_flags & VHDX_OPEN_CHECK) && !fatal) {
-        disk->problems++;
-        note(disk, VHDX_LOG_PROBLEM, code, a, 0, text);
-        return VHDX_OK;
+    rc = problem_text(disk, fatal, code, a, 0, text);
+    if (rc) {
+        /* The diagnosis outlives this frame: keep the text in it. */
+        mem_copy(disk->report.diag.text, text, sizeof text);
+        disk->report.diag.s = NULL;
     }
-    if (disk->open_flags & VHDX_OPEN_CHECK)
-        disk->problems++;
-    fail(disk, code, a, 0, NULL);
-    mem_copy(disk->diag.text, text, sizeof text);
-    return code;
+    return rc;
 }
 
-int problem(struct vhdx_disk *disk, bool fatal, enum vhdx_error code, uint64_t a,
-            uint64_t b, const char *s)
+void quirk_text(struct vhdx_disk *disk, enum vhdx_error_part part, const char *text,
+                uint64_t a, uint64_t b, const char *s)
 {
-    if (!(disk->open_flags & VHDX_OPEN_CHECK))
-        return fail(disk, code, a, b, s);
-    disk->problems++;
-    if (fatal)
-        return fail(disk, code, a, b, s);
-    note(disk, VHDX_LOG_PROBLEM, code, a, b, s);
-    return VHDX_OK;
-}
-
-void quirk_text(struct vhdx_disk *disk, const char *text, uint64_t a, uint64_t b,
-                const char *s)
-{
-    bool checking = disk->open_flags & VHDX_OPEN_CHECK;
-
-    if (checking)
-        disk->problems++;
-    note_text(disk, checking ? VHDX_LOG_PROBLEM : VHDX_LOG_WARNING, text, a, b, s);
+    if (!disk->report.checking) {
+        note_text(disk, VHDX_LOG_WARNING, text, a, b, s);
+        return;
+    }
+    if (count_problem(disk, part))
+        note_text(disk, VHDX_LOG_PROBLEM, text, a, b, s);
 }
 
 void quirk(struct vhdx_disk *disk, enum vhdx_error code, uint64_t a, uint64_t b,
            const char *s)
 {
-    quirk_text(disk, vhdx_error_template(code), a, b, s);
+    quirk_text(disk, vhdx_error_part(code), vhdx_error_template(code), a, b, s);
+}
+
+void report_hidden_problems(struct vhdx_disk *disk)
+{
+    for (unsigned part = 0; part < VHDX_PART_COUNT; part++) {
+        uint32_t hidden = disk->report.hidden[part];
+
+        if (hidden)
+            note_text(disk, VHDX_LOG_PROBLEM, "... and %a more problem(s) with %s", hidden,
+                      0, part_names[part]);
+    }
 }

@@ -7,7 +7,9 @@
  * same sequence number: the spec has no current header then, but identical copies
  * cannot disagree, so we accept them and use header 1 (as QEMU and 7-Zip do).
  */
-#include "vhdx_int.h"
+#include "header.h"
+
+#include "disk.h"
 
 /* Field offsets in the 4 KiB header structure. */
 #define H_SIGNATURE       0
@@ -80,22 +82,22 @@ static int check_file_identifier(struct vhdx_disk *disk)
     uint8_t signature[8];
     int rc;
 
-    if (disk->file_size < sizeof signature)
+    if (disk->file.size < sizeof signature)
         return fail(disk, VHDX_E_NOT_VHDX, 0, 0, NULL);
     rc = file_read(disk, FILE_ID_OFFSET, signature, sizeof signature);
     if (rc)
         return rc;
     if (!mem_equal(signature, "vhdxfile", 8))
         return fail(disk, VHDX_E_NOT_VHDX, 0, 0, NULL);
-    if (disk->file_size < HEADER_SECTION_SIZE)
-        return fail(disk, VHDX_E_FILE_TOO_SMALL, disk->file_size, 0, NULL);
+    if (disk->file.size < HEADER_SECTION_SIZE)
+        return fail(disk, VHDX_E_FILE_TOO_SMALL, disk->file.size, 0, NULL);
     return VHDX_OK;
 }
 
 /* The current header's own fields (spec 2.2.2): version, log placement. */
 static int check_current_header(struct vhdx_disk *disk)
 {
-    const struct vhdx_header *h = &disk->header;
+    const struct vhdx_header *h = &disk->headers.current;
     uint64_t log_end;
 
     if (h->version != 1)
@@ -106,7 +108,7 @@ static int check_current_header(struct vhdx_disk *disk)
     if (h->log_length % MIB || h->log_offset % MIB ||
         (h->log_length && h->log_offset < HEADER_SECTION_SIZE))
         return problem(disk, true, VHDX_E_LOG_PLACEMENT, h->log_offset, h->log_length, NULL);
-    if (add_overflows(h->log_offset, h->log_length, &log_end) || log_end > disk->file_size)
+    if (add_overflows(h->log_offset, h->log_length, &log_end) || log_end > disk->file.size)
         return problem(disk, true, VHDX_E_LOG_PAST_EOF, h->log_offset, h->log_length, NULL);
     return VHDX_OK;
 }
@@ -123,7 +125,7 @@ int header_load(struct vhdx_disk *disk)
         return rc;
     raw = core_alloc(disk, 2 * HEADER_SIZE);
     if (!raw)
-        return disk->diag.code;
+        return disk->report.diag.code;
     rc = file_read(disk, HEADER_OFFSET_1, raw, HEADER_SIZE);
     if (!rc)
         rc = file_read(disk, HEADER_OFFSET_2, raw + HEADER_SIZE, HEADER_SIZE);
@@ -144,18 +146,21 @@ int header_load(struct vhdx_disk *disk)
                 rc = fail(disk, VHDX_E_HEADERS_CONFLICT, parsed[0].sequence, 0, NULL);
                 goto out;
             }
-            disk->header_slot = 1;
+            disk->headers.slot = 1;
         } else {
-            disk->header_slot = parsed[0].sequence > parsed[1].sequence ? 1 : 2;
+            disk->headers.slot = parsed[0].sequence > parsed[1].sequence ? 1 : 2;
         }
     } else {
         unsigned bad = status[0] == HEADER_VALID ? 2 : 1;
 
-        disk->header_slot = 3 - bad;
-        note_text(disk, VHDX_LOG_WARNING, "header %a %s; using header %b", bad,
-                  disk->header_slot, header_status_text[status[bad - 1]]);
+        disk->headers.slot = 3 - bad;
+        /* Not a problem even in check mode: a crash between the two writes of a header
+         * update (spec 2.2.2.1) leaves exactly this, and the other copy is current. */
+        note_text(disk, VHDX_LOG_WARNING,
+                  "header %a %s; using header %b (an interrupted header update leaves this)",
+                  bad, disk->headers.slot, header_status_text[status[bad - 1]]);
     }
-    disk->header = parsed[disk->header_slot - 1];
+    disk->headers.current = parsed[disk->headers.slot - 1];
     rc = check_current_header(disk);
 out:
     core_free(disk, raw);
@@ -172,24 +177,21 @@ int header_update(struct vhdx_disk *disk, bool new_data_guid,
                   const struct vhdx_guid *log_guid)
 {
     struct vhdx_header next;
-    uint8_t *raw;
+    uint8_t *raw = disk->headers.raw;
     int rc = VHDX_OK;
 
-    raw = core_alloc(disk, HEADER_SIZE);
-    if (!raw)
-        return disk->diag.code;
     for (int pass = 0; pass < 2 && !rc; pass++) {
-        unsigned slot = disk->header_slot == 1 ? 2 : 1;
+        unsigned slot = disk->headers.slot == 1 ? 2 : 1;
 
-        next = disk->header;
+        next = disk->headers.current;
         if (next.sequence == UINT64_MAX) {
             rc = fail(disk, VHDX_E_SEQUENCE_EXHAUSTED, next.sequence, 0, NULL);
             break;
         }
         next.sequence++;
-        if (!disk->file_guid_changed)
+        if (!disk->headers.file_guid_renewed)
             rc = file_random_guid(disk, &next.file_write_guid);
-        if (!rc && new_data_guid && !disk->data_guid_changed)
+        if (!rc && new_data_guid && !disk->headers.data_guid_renewed)
             rc = file_random_guid(disk, &next.data_write_guid);
         if (rc)
             break;
@@ -202,12 +204,14 @@ int header_update(struct vhdx_disk *disk, bool new_data_guid,
             rc = file_flush(disk);
         if (rc)
             break;
-        disk->header = next;
-        disk->header_slot = slot;
-        disk->file_guid_changed = true;
+        disk->headers.current = next;
+        disk->headers.slot = slot;
+        disk->headers.file_guid_renewed = true;
         if (new_data_guid)
-            disk->data_guid_changed = true;
+            disk->headers.data_guid_renewed = true;
     }
-    core_free(disk, raw);
+    /* A half-done update leaves the slots disagreeing: only a reopen sorts that out. */
+    if (rc)
+        disk->headers.failed = true;
     return rc;
 }

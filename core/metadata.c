@@ -5,7 +5,9 @@
  * Item offsets in the table are relative to the metadata *region*; key and value
  * offsets inside the parent locator are relative to the locator *item* (trap T17).
  */
-#include "vhdx_int.h"
+#include "metadata.h"
+
+#include "disk.h"
 
 const struct vhdx_guid GUID_FILE_PARAMETERS = { {
     0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d,
@@ -95,7 +97,7 @@ static int scan_table(struct vhdx_disk *disk, const uint8_t *table,
     int rc;
 
     if (count > METADATA_MAX_ENTRIES)
-        return problem(disk, true, VHDX_E_META_COUNT, count, 0, NULL);
+        return problem(disk, true, VHDX_E_META_COUNT, count, METADATA_MAX_ENTRIES, "entries");
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *e = table + MT_ENTRIES + (size_t)i * MT_ENTRY_SIZE;
         struct vhdx_guid id;
@@ -111,7 +113,7 @@ static int scan_table(struct vhdx_disk *disk, const uint8_t *table,
         /* Items live after the table, inside the region; empty items have offset 0. */
         if (length == 0 ? offset != 0
                         : (offset < METADATA_TABLE_SIZE || length > METADATA_ITEM_MAX ||
-                           (uint64_t)offset + length > disk->metadata_length)) {
+                           (uint64_t)offset + length > disk->regions.metadata_length)) {
             rc = problem(disk, false, VHDX_E_META_ITEM_BOUNDS, i, offset, NULL);
             if (rc)
                 return rc;
@@ -133,7 +135,8 @@ static int scan_table(struct vhdx_disk *disk, const uint8_t *table,
             }
         }
         if (is_user && ++user_items > MAX_USER_ITEMS) {
-            rc = problem(disk, false, VHDX_E_META_COUNT, count, 0, NULL);
+            rc = problem(disk, false, VHDX_E_META_COUNT, user_items, MAX_USER_ITEMS,
+                         "user items");
             if (rc)
                 return rc;
         }
@@ -160,7 +163,7 @@ static int read_item(struct vhdx_disk *disk, const struct item_location items[KN
     if (items[which].length != known_items[which].size)
         return problem(disk, true, VHDX_E_META_ITEM_SIZE, items[which].length,
                        known_items[which].size, known_items[which].name);
-    return file_read(disk, disk->metadata_offset + items[which].offset, out,
+    return file_read(disk, disk->regions.metadata_offset + items[which].offset, out,
                      known_items[which].size);
 }
 
@@ -219,10 +222,74 @@ static bool string_fits(uint32_t offset, uint32_t length, uint32_t strings_start
            (uint64_t)offset + length <= item_length;
 }
 
+/* Keys, for the duplicate check: ordered by hash, length, then bytes. */
+struct key_ref {
+    const uint8_t *bytes;
+    uint32_t hash;
+    uint32_t length;
+    uint32_t entry;
+};
+
+static int compare_keys(const struct key_ref *x, const struct key_ref *y)
+{
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    if (x->length != y->length)
+        return x->length < y->length ? -1 : 1;
+    for (uint32_t i = 0; i < x->length; i++) {
+        if (x->bytes[i] != y->bytes[i])
+            return x->bytes[i] < y->bytes[i] ? -1 : 1;
+    }
+    return 0;
+}
+
+static bool key_before(const void *a, const void *b)
+{
+    return compare_keys(a, b) < 0;
+}
+
+/*
+ * Keys are unique (spec 2.6.2.6.2).  Sorted, equal keys are neighbours: n log n
+ * comparisons, most of them settled by the hash, where comparing every pair costs n^2
+ * times the key length (2,000 keys with a long common prefix took minutes that way).
+ */
+static int check_unique_keys(struct vhdx_disk *disk, const uint8_t *item, uint32_t count)
+{
+    struct key_ref *keys = core_alloc(disk, (count ? count : 1) * sizeof *keys);
+    int rc = VHDX_OK;
+
+    if (!keys)
+        return disk->report.diag.code;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = item + PL_HEADER_SIZE + i * PL_ENTRY_SIZE;
+
+        keys[i].bytes = item + get_le32(e);
+        keys[i].length = get_le16(e + 8);
+        keys[i].hash = vhdx_crc32c(0, keys[i].bytes, keys[i].length);
+        keys[i].entry = i;
+    }
+    sort_records(keys, count, sizeof *keys, key_before);
+    for (uint32_t i = 1; i < count; i++) {
+        if (compare_keys(&keys[i - 1], &keys[i]) == 0) {
+            rc = problem(disk, true, VHDX_E_PARENT_LOCATOR,
+                         max_u64(keys[i].entry, keys[i - 1].entry), 0, "duplicate key");
+            break;
+        }
+    }
+    core_free(disk, keys);
+    return rc;
+}
+
+/*
+ * The locator's strings are copied (as UTF-8) once validated.  Entries may not make
+ * that cost more than the item holds: hostile windows that overlap each other would
+ * otherwise turn a 1 MiB item into gigabytes of copies.
+ */
 static int parse_parent_locator(struct vhdx_disk *disk, const struct item_location *where)
 {
     uint8_t *item;
     uint32_t count, strings_start;
+    uint64_t string_bytes = 0;
     int rc = VHDX_OK;
 
     if (where->length < PL_HEADER_SIZE)
@@ -230,21 +297,16 @@ static int parse_parent_locator(struct vhdx_disk *disk, const struct item_locati
                        "Parent Locator");
     item = core_alloc(disk, where->length);
     if (!item)
-        return disk->diag.code;
-    rc = file_read(disk, disk->metadata_offset + where->offset, item, where->length);
+        return disk->report.diag.code;
+    rc = file_read(disk, disk->regions.metadata_offset + where->offset, item, where->length);
     if (rc)
         goto out;
-    guid_read(&disk->locator_type, item);
+    guid_read(&disk->locator.type, item);
     count = get_le16(item + 18);
     strings_start = PL_HEADER_SIZE + count * PL_ENTRY_SIZE;
     if (strings_start > where->length) {
         rc = problem(disk, true, VHDX_E_PARENT_LOCATOR, count, 0,
                      "more entries than the item can hold");
-        goto out;
-    }
-    disk->locator = count ? core_alloc(disk, count * sizeof *disk->locator) : NULL;
-    if (count && !disk->locator) {
-        rc = disk->diag.code;
         goto out;
     }
     for (uint32_t i = 0; i < count; i++) {
@@ -258,20 +320,30 @@ static int parse_parent_locator(struct vhdx_disk *disk, const struct item_locati
                          "key or value outside the item, empty or of odd length");
             goto out;
         }
-        for (uint32_t j = 0; j < i; j++) {
-            const uint8_t *o = item + PL_HEADER_SIZE + j * PL_ENTRY_SIZE;
-
-            if (get_le16(o + 8) == key_length &&
-                mem_equal(item + get_le32(o), item + key_offset, key_length)) {
-                rc = problem(disk, true, VHDX_E_PARENT_LOCATOR, i, 0, "duplicate key");
-                goto out;
-            }
+        string_bytes += (uint64_t)key_length + value_length;
+        if (string_bytes > where->length - strings_start) {
+            rc = problem(disk, true, VHDX_E_PARENT_LOCATOR, i, 0,
+                         "keys and values overlap: together longer than the item");
+            goto out;
         }
-        disk->locator[i].key = copy_string(disk, item + key_offset, key_length);
-        disk->locator[i].value = copy_string(disk, item + value_offset, value_length);
-        disk->locator_count = i + 1;
-        if (!disk->locator[i].key || !disk->locator[i].value) {
-            rc = disk->diag.code;
+    }
+    rc = check_unique_keys(disk, item, count);
+    if (rc)
+        goto out;
+    disk->locator.pairs = count ? core_alloc(disk, count * sizeof *disk->locator.pairs) : NULL;
+    if (count && !disk->locator.pairs) {
+        rc = disk->report.diag.code;
+        goto out;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = item + PL_HEADER_SIZE + i * PL_ENTRY_SIZE;
+
+        disk->locator.pairs[i].key = copy_string(disk, item + get_le32(e), get_le16(e + 8));
+        disk->locator.pairs[i].value = copy_string(disk, item + get_le32(e + 4),
+                                                   get_le16(e + 10));
+        disk->locator.count = i + 1;
+        if (!disk->locator.pairs[i].key || !disk->locator.pairs[i].value) {
+            rc = disk->report.diag.code;
             goto out;
         }
     }
@@ -285,27 +357,27 @@ static int check_values(struct vhdx_disk *disk, uint32_t fp_flags)
 {
     int rc;
 
-    if (!is_power_of_two(disk->block_size) || disk->block_size < MIN_BLOCK_SIZE ||
-        disk->block_size > MAX_BLOCK_SIZE)
-        return problem(disk, true, VHDX_E_BLOCK_SIZE, disk->block_size, 0, NULL);
+    if (!is_power_of_two(disk->geometry.block_size) || disk->geometry.block_size < MIN_BLOCK_SIZE ||
+        disk->geometry.block_size > MAX_BLOCK_SIZE)
+        return problem(disk, true, VHDX_E_BLOCK_SIZE, disk->geometry.block_size, 0, NULL);
     if (fp_flags & ~(FP_LEAVE_BLOCK_ALLOCATED | FP_HAS_PARENT)) {
         rc = problem(disk, false, VHDX_E_FILE_PARAMETERS, fp_flags, 0, NULL);
         if (rc)
             return rc;
     }
-    if (disk->logical_sector_size != 512 && disk->logical_sector_size != 4096)
-        return problem(disk, true, VHDX_E_SECTOR_SIZE, disk->logical_sector_size, 0, "logical");
-    if (disk->physical_sector_size != 512 && disk->physical_sector_size != 4096) {
-        rc = problem(disk, false, VHDX_E_SECTOR_SIZE, disk->physical_sector_size, 0,
+    if (disk->geometry.logical_sector_size != 512 && disk->geometry.logical_sector_size != 4096)
+        return problem(disk, true, VHDX_E_SECTOR_SIZE, disk->geometry.logical_sector_size, 0, "logical");
+    if (disk->geometry.physical_sector_size != 512 && disk->geometry.physical_sector_size != 4096) {
+        rc = problem(disk, false, VHDX_E_SECTOR_SIZE, disk->geometry.physical_sector_size, 0,
                      "physical");
         if (rc)
             return rc;
-        disk->physical_sector_size = disk->logical_sector_size;
+        disk->geometry.physical_sector_size = disk->geometry.logical_sector_size;
     }
-    if (disk->virtual_size == 0 || disk->virtual_size > MAX_VIRTUAL_SIZE ||
-        disk->virtual_size % disk->logical_sector_size)
-        return problem(disk, true, VHDX_E_VIRTUAL_SIZE, disk->virtual_size,
-                       disk->logical_sector_size, NULL);
+    if (disk->geometry.virtual_size == 0 || disk->geometry.virtual_size > MAX_VIRTUAL_SIZE ||
+        disk->geometry.virtual_size % disk->geometry.logical_sector_size)
+        return problem(disk, true, VHDX_E_VIRTUAL_SIZE, disk->geometry.virtual_size,
+                       disk->geometry.logical_sector_size, NULL);
     return VHDX_OK;
 }
 
@@ -317,13 +389,13 @@ int metadata_load(struct vhdx_disk *disk)
     int rc;
 
     mem_zero(items, sizeof items);
-    if (disk->metadata_length < METADATA_TABLE_SIZE)
-        return problem(disk, true, VHDX_E_REGION_PLACEMENT, 0, disk->metadata_offset,
+    if (disk->regions.metadata_length < METADATA_TABLE_SIZE)
+        return problem(disk, true, VHDX_E_META_TOO_SMALL, disk->regions.metadata_length, 0,
                        NULL);
     table = core_alloc(disk, METADATA_TABLE_SIZE);
     if (!table)
-        return disk->diag.code;
-    rc = file_read(disk, disk->metadata_offset, table, METADATA_TABLE_SIZE);
+        return disk->report.diag.code;
+    rc = file_read(disk, disk->regions.metadata_offset, table, METADATA_TABLE_SIZE);
     if (rc)
         goto out;
     if (!mem_equal(table, "metadata", 8)) {
@@ -337,41 +409,51 @@ int metadata_load(struct vhdx_disk *disk)
     rc = read_item(disk, items, ITEM_FILE_PARAMETERS, value);
     if (rc)
         goto out;
-    disk->block_size = get_le32(value);
+    disk->geometry.block_size = get_le32(value);
     fp_flags = get_le32(value + 4);
-    disk->leave_blocks_allocated = fp_flags & FP_LEAVE_BLOCK_ALLOCATED;
-    disk->has_parent = fp_flags & FP_HAS_PARENT;
+    disk->geometry.fixed = fp_flags & FP_LEAVE_BLOCK_ALLOCATED;
+    disk->geometry.has_parent = fp_flags & FP_HAS_PARENT;
 
     rc = read_item(disk, items, ITEM_VIRTUAL_DISK_SIZE, value);
     if (rc)
         goto out;
-    disk->virtual_size = get_le64(value);
+    disk->geometry.virtual_size = get_le64(value);
     rc = read_item(disk, items, ITEM_LOGICAL_SECTOR_SIZE, value);
     if (rc)
         goto out;
-    disk->logical_sector_size = get_le32(value);
+    disk->geometry.logical_sector_size = get_le32(value);
     rc = read_item(disk, items, ITEM_PHYSICAL_SECTOR_SIZE, value);
     if (rc)
         goto out;
-    disk->physical_sector_size = get_le32(value);
+    disk->geometry.physical_sector_size = get_le32(value);
     rc = read_item(disk, items, ITEM_VIRTUAL_DISK_ID, value);
     if (rc)
         goto out;
-    guid_read(&disk->virtual_disk_id, value);
+    guid_read(&disk->geometry.virtual_disk_id, value);
 
     rc = check_values(disk, fp_flags);
     if (rc)
         goto out;
-    disk->block_shift = log2_u64(disk->block_size);
-    disk->sector_shift = log2_u64(disk->logical_sector_size);
+    disk->geometry.block_shift = log2_u64(disk->geometry.block_size);
+    disk->geometry.sector_shift = log2_u64(disk->geometry.logical_sector_size);
 
     if (items[ITEM_PARENT_LOCATOR].present) {
         rc = parse_parent_locator(disk, &items[ITEM_PARENT_LOCATOR]);
-    } else if (disk->has_parent) {
+    } else if (disk->geometry.has_parent) {
         rc = problem(disk, true, VHDX_E_META_MISSING, 0, 0,
                      "Parent Locator (the file is a differencing disk)");
     }
 out:
     core_free(disk, table);
     return rc;
+}
+
+void metadata_release(struct vhdx_disk *disk)
+{
+    for (uint32_t i = 0; i < disk->locator.count; i++) {
+        core_free(disk, disk->locator.pairs[i].key);
+        core_free(disk, disk->locator.pairs[i].value);
+    }
+    core_free(disk, disk->locator.pairs);
+    mem_zero(&disk->locator, sizeof disk->locator);
 }

@@ -1,110 +1,58 @@
 /*
- * read.c - the read path: virtual sectors to file ranges.
- *
- * Only PAYLOAD_BLOCK_FULLY_PRESENT blocks are read from the file.  Every other state of
- * a non-differencing file reads as zeros: NOT_PRESENT, UNDEFINED and UNMAPPED may
- * legally return stale data, but we never expose it (spec 2.5.1.1 footnotes 10/11).
- * Pieces that are contiguous in the file are merged, so a large read inside one block,
- * or across blocks laid out back to back, is one platform read.
+ * read.c - reading the virtual disk, and its allocation map: both execute the runs of
+ * resolve.c.
  */
-#include "vhdx_int.h"
-
-/* Check a sector range against the disk; shared with the write path. */
-int check_range(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const void *buffer)
-{
-    uint64_t total = disk->virtual_size >> disk->sector_shift, end;
-
-    if (count && !buffer)
-        return fail(disk, VHDX_E_ARGUMENT, 0, 0, "no buffer");
-    if (add_overflows(sector, count, &end) || end > total ||
-        count > (SIZE_MAX >> disk->sector_shift))
-        return fail(disk, VHDX_E_RANGE, sector, end - 1, NULL);
-    if (disk->has_parent)
-        return fail(disk, VHDX_E_DIFFERENCING, 0, 0, "reading needs the parent");
-    return VHDX_OK;
-}
-
-bool block_walk_next(const struct vhdx_disk *disk, struct block_walk *walk)
-{
-    uint64_t room;
-
-    walk->position += walk->length;
-    walk->remaining -= walk->length;
-    if (!walk->remaining) {
-        walk->length = 0;
-        return false;
-    }
-    walk->block = walk->position >> disk->block_shift;
-    walk->in_block = walk->position & (disk->block_size - 1);
-    room = disk->block_size - walk->in_block;
-    walk->length = room < walk->remaining ? room : walk->remaining;
-    walk->entry = disk->bat[vhdx_bat_payload_index(walk->block, disk->chunk_ratio)];
-    return true;
-}
-
-void block_walk_start(const struct vhdx_disk *disk, struct block_walk *walk, uint64_t sector,
-                      uint64_t count)
-{
-    walk->position = sector << disk->sector_shift;
-    walk->remaining = count << disk->sector_shift;
-    walk->length = 0;
-}
-
-static int run_issue(struct vhdx_disk *disk, const struct io_run *run, bool write)
-{
-    if (!run->length)
-        return VHDX_OK;
-    return write ? file_write(disk, run->file_offset, run->buffer, run->length)
-                 : file_read(disk, run->file_offset, run->buffer, run->length);
-}
-
-/* Extend the run when both the file and the buffer continue it; else issue it and start
- * a new one here. */
-int io_run_add(struct vhdx_disk *disk, struct io_run *run, bool write, uint64_t file_offset,
-               uint8_t *buffer, uint64_t length)
-{
-    int rc;
-
-    if (run->length && run->file_offset + run->length == file_offset &&
-        run->buffer + run->length == buffer) {
-        run->length += (size_t)length;
-        return VHDX_OK;
-    }
-    rc = run_issue(disk, run, write);
-    run->file_offset = file_offset;
-    run->buffer = buffer;
-    run->length = (size_t)length;
-    return rc;
-}
-
-int io_run_finish(struct vhdx_disk *disk, struct io_run *run, bool write)
-{
-    int rc = run_issue(disk, run, write);
-
-    run->length = 0;
-    return rc;
-}
+#include "disk.h"
 
 int vhdx_read(struct vhdx_disk *disk, uint64_t sector, uint64_t count, void *buffer)
 {
-    struct block_walk walk;
-    struct io_run run = { 0, NULL, 0 };
+    const struct geometry *g = &disk->geometry;
+    uint64_t offset = sector << g->sector_shift, length = count << g->sector_shift;
     uint8_t *out = buffer;
     int rc;
 
-    rc = check_range(disk, sector, count, buffer);
+    rc = resolve_check(disk, sector, count, buffer);
+    while (!rc && length) {
+        struct resolved r;
+
+        rc = resolve(disk, offset, length, &r);
+        for (uint32_t i = 0; i < r.count && !rc; i++) {
+            const struct run *run = &r.runs[i];
+            uint8_t *to = out + (run->offset - offset);
+
+            if (run->kind == RUN_DATA)
+                rc = file_read(disk, run->file_offset, to, (size_t)run->length);
+            else
+                mem_zero(to, (size_t)run->length);
+        }
+        out += r.length;
+        offset += r.length;
+        length -= r.length;
+    }
+    return rc;
+}
+
+int vhdx_map(struct vhdx_disk *disk, uint64_t sector, uint64_t count, uint64_t *run,
+             unsigned *status)
+{
+    const struct geometry *g = &disk->geometry;
+    uint64_t offset = sector << g->sector_shift, length = count << g->sector_shift;
+    struct resolved r;
+    int rc;
+
+    *run = 0;
+    *status = VHDX_MAP_ZERO;
+    rc = resolve_check(disk, sector, count, disk);
+    if (rc || !count)
+        return rc;
+    rc = resolve(disk, offset, length, &r);
     if (rc)
         return rc;
-    for (block_walk_start(disk, &walk, sector, count); block_walk_next(disk, &walk);
-         out += walk.length) {
-        if ((walk.entry & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT) {
-            rc = io_run_add(disk, &run, false, (walk.entry & BAT_OFFSET_MASK) + walk.in_block,
-                            out, walk.length);
-            if (rc)
-                return rc;
-        } else {
-            mem_zero(out, (size_t)walk.length);
-        }
-    }
-    return io_run_finish(disk, &run, false);
+    *status = r.runs[0].kind == RUN_DATA ? VHDX_MAP_DATA : VHDX_MAP_ZERO;
+    *run = r.runs[0].length;
+    /* Data runs that are not contiguous in the file are still data. */
+    for (uint32_t i = 1; i < r.count && r.runs[i].kind == r.runs[0].kind; i++)
+        *run += r.runs[i].length;
+    *run >>= g->sector_shift;
+    return VHDX_OK;
 }

@@ -6,7 +6,9 @@
  * copy 2.  A copy that is intact but wrong (overlaps, bad alignment) is not replaced by
  * the other: region tables only change through the log, so it is real corruption.
  */
-#include "vhdx_int.h"
+#include "region.h"
+
+#include "disk.h"
 
 const struct vhdx_guid GUID_BAT_REGION = { {
     0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42,
@@ -66,25 +68,25 @@ static enum table_fault table_fault(const uint8_t *table)
 /* Validate one region against the file, the log and the regions before it. */
 static int check_region(struct vhdx_disk *disk, uint32_t index)
 {
-    const struct vhdx_region *r = &disk->regions[index];
+    const struct vhdx_region *r = &disk->regions.list[index];
     uint64_t end;
     int rc;
 
     if (r->offset % MIB || r->length % MIB || r->offset < HEADER_SECTION_SIZE ||
         add_overflows(r->offset, r->length, &end))
         return problem(disk, false, VHDX_E_REGION_PLACEMENT, index, r->offset, NULL);
-    if (end > disk->file_size) {
+    if (end > disk->file.size) {
         rc = problem(disk, false, VHDX_E_REGION_PAST_EOF, index, r->offset, NULL);
         if (rc)
             return rc;
     }
-    if (ranges_overlap(r->offset, r->length, disk->header.log_offset, disk->header.log_length)) {
+    if (ranges_overlap(r->offset, r->length, disk->headers.current.log_offset, disk->headers.current.log_length)) {
         rc = problem(disk, false, VHDX_E_REGION_OVERLAPS_LOG, index, r->offset, NULL);
         if (rc)
             return rc;
     }
     for (uint32_t j = 0; j < index; j++) {
-        const struct vhdx_region *other = &disk->regions[j];
+        const struct vhdx_region *other = &disk->regions.list[j];
 
         if (guid_equal(&other->guid, &r->guid))
             return problem(disk, false, VHDX_E_REGION_DUPLICATE, index, j, NULL);
@@ -103,13 +105,13 @@ static int parse_table(struct vhdx_disk *disk, const uint8_t *table)
     bool have_bat = false, have_metadata = false;
     int rc;
 
-    disk->regions = count ? core_alloc(disk, count * sizeof *disk->regions) : NULL;
-    if (count && !disk->regions)
-        return disk->diag.code;
-    disk->region_count = count;
+    disk->regions.list = count ? core_alloc(disk, count * sizeof *disk->regions.list) : NULL;
+    if (count && !disk->regions.list)
+        return disk->report.diag.code;
+    disk->regions.count = count;
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *e = table + RT_ENTRIES + (size_t)i * RT_ENTRY_SIZE;
-        struct vhdx_region *r = &disk->regions[i];
+        struct vhdx_region *r = &disk->regions.list[i];
         uint32_t required = get_le32(e + RE_REQUIRED);
 
         guid_read(&r->guid, e + RE_GUID);
@@ -123,12 +125,12 @@ static int parse_table(struct vhdx_disk *disk, const uint8_t *table)
             return rc;
         if (guid_equal(&r->guid, &GUID_BAT_REGION)) {
             have_bat = true;
-            disk->bat_offset = r->offset;
-            disk->bat_length = r->length;
+            disk->regions.bat_offset = r->offset;
+            disk->regions.bat_length = r->length;
         } else if (guid_equal(&r->guid, &GUID_METADATA_REGION)) {
             have_metadata = true;
-            disk->metadata_offset = r->offset;
-            disk->metadata_length = r->length;
+            disk->regions.metadata_offset = r->offset;
+            disk->regions.metadata_length = r->length;
         } else if (r->required) {
             return problem_guid(disk, true, VHDX_E_REGION_UNKNOWN_REQUIRED, i, &r->guid);
         }
@@ -148,7 +150,7 @@ int region_table_load(struct vhdx_disk *disk)
 
     table = core_alloc(disk, REGION_TABLE_SIZE);
     if (!table)
-        return disk->diag.code;
+        return disk->report.diag.code;
     rc = file_read(disk, REGION_TABLE_OFFSET_1, table, REGION_TABLE_SIZE);
     if (rc)
         goto out;
@@ -162,23 +164,30 @@ int region_table_load(struct vhdx_disk *disk)
             rc = fail(disk, VHDX_E_NO_VALID_REGION_TABLE, 0, 0, both_faults_text[fault1][fault2]);
             goto out;
         }
-        quirk_text(disk, "region table copy 1: %s; using copy 2", 0, 0, fault_text[fault1]);
+        quirk_text(disk, VHDX_PART_REGION, "region table copy 1: %s; using copy 2", 0, 0, fault_text[fault1]);
     }
     rc = parse_table(disk, table);
-    if (!rc && !fault1 && (disk->open_flags & VHDX_OPEN_CHECK)) {
+    if (!rc && !fault1 && (disk->report.checking)) {
         /* A damaged spare is harmless today but leaves no fallback: report it. */
         uint8_t *spare = core_alloc(disk, REGION_TABLE_SIZE);
 
         if (!spare) {
-            rc = disk->diag.code;
+            rc = disk->report.diag.code;
             goto out;
         }
         rc = file_read(disk, REGION_TABLE_OFFSET_2, spare, REGION_TABLE_SIZE);
         if (!rc && table_fault(spare))
-            quirk_text(disk, "region table copy 2: %s", 0, 0, fault_text[table_fault(spare)]);
+            quirk_text(disk, VHDX_PART_REGION, "region table copy 2: %s", 0, 0, fault_text[table_fault(spare)]);
         core_free(disk, spare);
     }
 out:
     core_free(disk, table);
     return rc;
+}
+
+void region_table_release(struct vhdx_disk *disk)
+{
+    core_free(disk, disk->regions.list);
+    disk->regions.list = NULL;
+    disk->regions.count = 0;
 }

@@ -1,11 +1,10 @@
 /*
- * util.c - little-endian access, memory helpers, GUIDs and checked arithmetic.
- *
- * The core is freestanding, so it has its own small versions of what libc would give.
- * Every offset and length taken from the file goes through the checked helpers here
- * (trap T16: unchecked offset + length let hostile images wrap around).
+ * util.c - little-endian access, memory helpers, GUIDs, checked arithmetic, sorting
+ * (see util.h).
  */
-#include "vhdx_int.h"
+#include "util.h"
+
+#include "format.h"
 
 uint16_t get_le16(const uint8_t *p)
 {
@@ -139,6 +138,23 @@ bool add_overflows(uint64_t a, uint64_t b, uint64_t *sum)
     return *sum < a;
 }
 
+/* Compare by subtraction: start + length may not be representable (FileOffsetMB near
+ * 2^44 plus a block size wraps). */
+bool range_fits(uint64_t start, uint64_t length, uint64_t limit)
+{
+    return start <= limit && length <= limit - start;
+}
+
+uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+uint64_t max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
 /* Half-open intervals [start, start+len); an overflowing end counts as reaching 2^64. */
 bool ranges_overlap(uint64_t a_start, uint64_t a_len, uint64_t b_start, uint64_t b_len)
 {
@@ -170,4 +186,44 @@ unsigned log2_u64(uint64_t v)
     while (v >>= 1)
         n++;
     return n;
+}
+
+static void swap_records(uint8_t *a, uint8_t *b, size_t size)
+{
+    while (size--) {
+        uint8_t t = *a;
+
+        *a++ = *b;
+        *b++ = t;
+    }
+}
+
+static void sift_down(uint8_t *base, uint64_t root, uint64_t n, size_t size,
+                      bool (*before)(const void *a, const void *b))
+{
+    for (;;) {
+        uint64_t child = 2 * root + 1;
+
+        if (child >= n)
+            return;
+        if (child + 1 < n && before(base + child * size, base + (child + 1) * size))
+            child++;
+        if (!before(base + root * size, base + child * size))
+            return;
+        swap_records(base + root * size, base + child * size, size);
+        root = child;
+    }
+}
+
+void sort_records(void *records, uint64_t n, size_t size,
+                  bool (*before)(const void *a, const void *b))
+{
+    uint8_t *base = records;
+
+    for (uint64_t i = n / 2; i-- > 0;)
+        sift_down(base, i, n, size, before);
+    for (uint64_t end = n; end-- > 1;) {
+        swap_records(base, base + end * size, size);
+        sift_down(base, 0, end, size, before);
+    }
 }

@@ -1,168 +1,206 @@
 /*
- * write.c - the write path and flush.
- *
- * A write to a FULLY_PRESENT block goes to its place in the file.  A write to any other
- * block allocates a new block at the 1 MiB-aligned end of everything allocated: the
- * file grows, the new block is written whole (the request's bytes, zeros elsewhere,
- * because the block read as zeros before), and the BAT entry changes in memory only.
- * The BAT reaches the file at vhdx_flush(), through the log (log.c), after the data it
- * points to is durable.  So a crash before a flush loses only unflushed writes, and a
- * crash at any point leaves a file whose BAT points at data that was really written.
+ * write.c - the write path, zeroing, discard and flush (see write.h).
  */
-#include "vhdx_int.h"
+#include "write.h"
 
-#define ZERO_CHUNK (256u * KIB)
+#include "disk.h"
 
-int write_zeros(struct vhdx_disk *disk, uint64_t offset, uint64_t length)
+static bool writes_refused(const struct vhdx_disk *disk)
 {
-    int rc;
-
-    if (!disk->zero_buffer) {
-        disk->zero_buffer = core_alloc(disk, ZERO_CHUNK);
-        if (!disk->zero_buffer)
-            return disk->diag.code;
-    }
-    while (length) {
-        size_t piece = length < ZERO_CHUNK ? (size_t)length : ZERO_CHUNK;
-
-        rc = file_write(disk, offset, disk->zero_buffer, piece);
-        if (rc)
-            return rc;
-        offset += piece;
-        length -= piece;
-    }
-    return VHDX_OK;
+    return disk->headers.failed || disk->logw.failed;
 }
 
 /*
  * Before the first change a reader of the virtual disk could see, the header gets new
  * FileWriteGuid (if this session has not written yet) and DataWriteGuid (spec 2.2.2.1).
  */
-int write_prepare(struct vhdx_disk *disk)
+static int write_prepare(struct vhdx_disk *disk)
 {
-    int rc;
-
-    if (!disk->writable)
+    if (!disk->file.writable)
         return fail(disk, VHDX_E_READ_ONLY, 0, 0, NULL);
-    if (disk->write_failed)
+    if (writes_refused(disk))
         return fail(disk, VHDX_E_FAILED_EARLIER, 0, 0, NULL);
-    if (disk->data_guid_changed)
+    if (disk->headers.data_guid_renewed)
         return VHDX_OK;
-    rc = header_update(disk, true, &disk->header.log_guid);
-    if (rc)
-        disk->write_failed = true;
-    return rc;
+    return header_update(disk, true, &disk->headers.current.log_guid);
 }
 
-/* Zero the parts of [start, end) that are not known to read as zero already. */
-static int zero_unless_known(struct vhdx_disk *disk, uint64_t start, uint64_t end)
-{
-    if (end > disk->known_zero_from)
-        end = disk->known_zero_from > start ? disk->known_zero_from : start;
-    return end > start ? write_zeros(disk, start, end - start) : VHDX_OK;
-}
-
-/*
- * Give `block` a new home and write `length` bytes of `data` at `in_block` into it.
- * Nothing in the BAT on disk changes here; on failure the in-memory BAT is untouched.
- */
+/* Give `block` a home and write `length` bytes of `data` at `in_block` into it. */
 static int allocate_block(struct vhdx_disk *disk, uint64_t block, uint64_t in_block,
                           const uint8_t *data, uint64_t length)
 {
-    uint64_t index = vhdx_bat_payload_index(block, disk->chunk_ratio);
-    uint64_t offset = disk->alloc_end, end = offset + disk->block_size;
+    uint64_t offset, block_size = disk->geometry.block_size;
     int rc;
 
-    if (end > disk->real_file_size) {
-        rc = file_grow(disk, end);
-        if (rc)
-            return rc;
-        /* [known_zero_from, file end) reads as zero; a grow that does not zero-fill
-         * leaves nothing known. */
-        if (!(disk->platform.flags & VHDX_PLATFORM_GROW_ZEROES))
-            disk->known_zero_from = end;
-    }
-    rc = zero_unless_known(disk, offset, offset + in_block);
+    rc = space_next_block(disk, &offset);
+    if (!rc)
+        rc = space_zero(disk, offset, offset + in_block);
     if (!rc)
         rc = file_write(disk, offset + in_block, data, (size_t)length);
     if (!rc)
-        rc = zero_unless_known(disk, offset + in_block + length, end);
+        rc = space_zero(disk, offset + in_block + length, offset + block_size);
+    if (!rc)
+        rc = bat_set_payload(disk, block, offset | PAYLOAD_FULLY_PRESENT);
     if (rc)
         return rc;
-    if (disk->known_zero_from < end)
-        disk->known_zero_from = end;
-    disk->alloc_end = end;
-    disk->bat[index] = offset | PAYLOAD_FULLY_PRESENT;
-    disk->bat_dirty[(index / (LOG_SECTOR_SIZE / 8)) / 8] |=
-        (uint8_t)(1u << ((index / (LOG_SECTOR_SIZE / 8)) % 8));
-    disk->data_unflushed = true;
+    space_take_block(disk, offset);
     return VHDX_OK;
 }
 
 int vhdx_write(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const void *buffer)
 {
-    struct block_walk walk;
-    struct io_run run = { 0, NULL, 0 };
-    /* The run machinery is shared with reads; it never writes through this pointer. */
-    uint8_t *in = (uint8_t *)(uintptr_t)buffer;
+    const struct geometry *g = &disk->geometry;
+    uint64_t offset = sector << g->sector_shift, length = count << g->sector_shift;
+    const uint8_t *in = buffer;
     int rc;
 
-    rc = check_range(disk, sector, count, buffer);
+    rc = resolve_check(disk, sector, count, buffer);
     if (!rc && count)
         rc = write_prepare(disk);
-    if (rc)
-        return rc;
-    if (!disk->bat_dirty) {
-        disk->bat_dirty = core_alloc(disk, (size_t)(disk->bat_sectors + 7) / 8);
-        if (!disk->bat_dirty)
-            return disk->diag.code;
-    }
-    for (block_walk_start(disk, &walk, sector, count); block_walk_next(disk, &walk);
-         in += walk.length) {
-        if ((walk.entry & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT) {
-            rc = io_run_add(disk, &run, true, (walk.entry & BAT_OFFSET_MASK) + walk.in_block,
-                            in, walk.length);
-            disk->data_unflushed = true;
-        } else {
-            rc = allocate_block(disk, walk.block, walk.in_block, in, walk.length);
+    while (!rc && length) {
+        struct resolved r;
+
+        rc = resolve(disk, offset, length, &r);
+        for (uint32_t i = 0; i < r.count && !rc; i++) {
+            const struct run *run = &r.runs[i];
+            const uint8_t *from = in + (run->offset - offset);
+
+            if (run->kind == RUN_DATA) {
+                rc = file_write(disk, run->file_offset, from, (size_t)run->length);
+                continue;
+            }
+            /* No storage yet: one new block per block the run touches. */
+            for (uint64_t done = 0; done < run->length && !rc;) {
+                uint64_t at = run->offset + done, in_block = at & (g->block_size - 1);
+                uint64_t piece = min_u64(g->block_size - in_block, run->length - done);
+
+                rc = allocate_block(disk, at >> g->block_shift, in_block, from + done, piece);
+                done += piece;
+            }
         }
+        in += r.length;
+        offset += r.length;
+        length -= r.length;
+    }
+    return rc;
+}
+
+/* The BAT no longer points at these old homes once committed: free their storage. */
+static int discard_pending(struct vhdx_disk *disk)
+{
+    struct write_state *w = &disk->write;
+    int rc = VHDX_OK;
+
+    for (uint32_t i = 0; i < w->discard_count && !rc; i++)
+        rc = file_discard(disk, w->discards[i], disk->geometry.block_size);
+    w->discard_count = 0;
+    return rc;
+}
+
+/* A whole stored block of a dynamic disk becomes `state`; its old home is freed later. */
+static int unmap_block(struct vhdx_disk *disk, uint64_t block, uint64_t old_home,
+                       unsigned state)
+{
+    struct write_state *w = &disk->write;
+    int rc;
+
+    if (w->discard_count == WRITE_PENDING_DISCARDS) {
+        rc = vhdx_flush(disk);
         if (rc)
             return rc;
     }
-    return io_run_finish(disk, &run, true);
+    rc = bat_set_payload(disk, block, state);
+    if (rc)
+        return rc;
+    if (disk->file.platform.discard)
+        w->discards[w->discard_count++] = old_home;
+    return VHDX_OK;
 }
 
-static bool bat_is_dirty(const struct vhdx_disk *disk)
+/*
+ * Zeros over [offset, offset + length): whole blocks of a dynamic disk become `state`,
+ * stored parts of other blocks get zeros when `write_zeros` (else they stay: discard).
+ * Ranges without storage read as zeros already.
+ */
+static int clear_range(struct vhdx_disk *disk, uint64_t sector, uint64_t count,
+                       unsigned state, bool write_zeros)
 {
-    return disk->bat_dirty && !mem_is_zero(disk->bat_dirty, (size_t)(disk->bat_sectors + 7) / 8);
+    const struct geometry *g = &disk->geometry;
+    uint64_t offset = sector << g->sector_shift, length = count << g->sector_shift;
+    int rc;
+
+    rc = resolve_check(disk, sector, count, disk);
+    if (!rc && count)
+        rc = write_prepare(disk);
+    while (!rc && length) {
+        struct resolved r;
+
+        rc = resolve(disk, offset, length, &r);
+        for (uint32_t i = 0; i < r.count && !rc; i++) {
+            const struct run *run = &r.runs[i];
+
+            if (run->kind != RUN_DATA)
+                continue;
+            for (uint64_t done = 0; done < run->length && !rc;) {
+                uint64_t at = run->offset + done, in_block = at & (g->block_size - 1);
+                uint64_t piece = min_u64(g->block_size - in_block, run->length - done);
+                uint64_t home = run->file_offset + done - in_block;
+
+                /* A fixed file's blocks must stay present (spec 2.5.1.1 notes <6>-<9>). */
+                if (piece == g->block_size && !g->fixed)
+                    rc = unmap_block(disk, at >> g->block_shift, home, state);
+                else if (write_zeros)
+                    rc = file_zero(disk, run->file_offset + done, piece);
+                done += piece;
+            }
+        }
+        offset += r.length;
+        length -= r.length;
+    }
+    return rc;
+}
+
+int vhdx_write_zeroes(struct vhdx_disk *disk, uint64_t sector, uint64_t count)
+{
+    return clear_range(disk, sector, count, PAYLOAD_ZERO, true);
+}
+
+int vhdx_discard(struct vhdx_disk *disk, uint64_t sector, uint64_t count)
+{
+    return clear_range(disk, sector, count, PAYLOAD_UNMAPPED, false);
 }
 
 bool vhdx_allocation_pending(const struct vhdx_disk *disk)
 {
-    return disk->writable && bat_is_dirty(disk);
+    return disk->file.writable && cache_is_dirty(disk);
 }
 
 int vhdx_flush(struct vhdx_disk *disk)
 {
-    int rc = VHDX_OK;
+    int rc;
 
-    if (!disk->writable)
+    if (!disk->file.writable)
         return VHDX_OK;
-    if (disk->write_failed)
+    if (writes_refused(disk))
         return fail(disk, VHDX_E_FAILED_EARLIER, 0, 0, NULL);
-    if (bat_is_dirty(disk)) {
-        rc = log_commit_bat(disk);
-        /* The log entry may be half-applied now: only a reopen (replay) is safe. */
-        if (rc)
-            disk->write_failed = true;
-        return rc;
+    if (cache_is_dirty(disk)) {
+        /* The log entry is durable when this returns; its in-place writes become
+         * durable with the next flush, or at close. */
+        rc = cache_commit(disk);
+        return rc ? rc : discard_pending(disk);
     }
-    if (disk->data_unflushed || disk->inplace_unflushed) {
+    /* Discards queued before a commit the cache made by itself (it was full). */
+    rc = discard_pending(disk);
+    if (!rc && disk->file.unflushed)
         rc = file_flush(disk);
-        if (!rc) {
-            disk->data_unflushed = false;
-            disk->inplace_unflushed = false;
-        }
-    }
     return rc;
+}
+
+int vhdx_reserve(struct vhdx_disk *disk, uint64_t bytes)
+{
+    if (!disk->file.writable)
+        return fail(disk, VHDX_E_READ_ONLY, 0, 0, NULL);
+    if (writes_refused(disk))
+        return fail(disk, VHDX_E_FAILED_EARLIER, 0, 0, NULL);
+    return space_reserve(disk, bytes);
 }

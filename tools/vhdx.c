@@ -35,7 +35,9 @@ static const char usage_text[] =
     "  replay IMAGE                         replay a dirty log into the file\n"
     "\n"
     "Options:\n"
-    "  -v, --verbose   also say what opening did (log replay, fallbacks)\n"
+    "  -v, --verbose   also say what opening did (log replay, fallbacks); info -v\n"
+    "                  adds the metadata cache and the core's memory\n"
+    "  --cache SIZE    metadata cache size (default 1M; BAT pages of 4K each)\n"
     "  -h, --help      this text\n"
     "  --version       the version\n"
     "\n"
@@ -49,6 +51,7 @@ struct options {
     int verbosity;
     bool have_offset, have_length;
     uint64_t offset, length;
+    uint64_t cache_bytes;       /* --cache; 0: the core's default */
 };
 
 static int usage_error(const char *fmt, const char *arg)
@@ -108,6 +111,12 @@ static int parse_args(int argc, char **argv, struct options *o)
             if (!parse_number(argv[++i], is_offset ? &o->offset : &o->length))
                 return usage_error("not a number: '%s'", argv[i]);
             *(is_offset ? &o->have_offset : &o->have_length) = true;
+        } else if (!strcmp(a, "--cache")) {
+            if (i + 1 >= argc)
+                return usage_error("%s needs a size", a);
+            if (!parse_number(argv[++i], &o->cache_bytes) || o->cache_bytes < 4096 ||
+                o->cache_bytes > SIZE_MAX)
+                return usage_error("not a cache size (4K or more): '%s'", argv[i]);
         } else if (a[0] == '-' && a[1]) {
             return usage_error("unknown option '%s'", a);
         } else if (!o->command) {
@@ -132,11 +141,13 @@ static int parse_args(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* Environment failures are exit 2; a bad image is exit 1. */
+/* A bad image is exit 1; everything else (the environment, the request) exit 2. */
 static int exit_code_for(int rc)
 {
-    return rc == VHDX_E_IO || rc == VHDX_E_NOMEM || rc == VHDX_E_ARGUMENT ||
-           rc == VHDX_E_NO_SPACE ? EXIT_USAGE : EXIT_INVALID;
+    enum vhdx_error_class class = vhdx_error_class((enum vhdx_error)rc);
+
+    return class == VHDX_CLASS_CORRUPT || class == VHDX_CLASS_UNSUPPORTED ? EXIT_INVALID
+                                                                          : EXIT_USAGE;
 }
 
 static int report(const char *image, const struct vhdx_diag *diag)
@@ -157,6 +168,7 @@ struct session {
 static int open_image(struct session *s, const struct options *o, bool writable,
                       unsigned flags)
 {
+    struct vhdx_open_options options;
     struct vhdx_diag diag;
     int err, rc;
 
@@ -166,7 +178,9 @@ static int open_image(struct session *s, const struct options *o, bool writable,
         return EXIT_USAGE;
     }
     s->file.verbosity = o->verbosity;
-    rc = vhdx_open(&s->platform, flags | (writable ? VHDX_OPEN_WRITABLE : 0), &s->disk, &diag);
+    options.flags = flags | (writable ? VHDX_OPEN_WRITABLE : 0);
+    options.cache_bytes = o->cache_bytes;
+    rc = vhdx_open_with(&s->platform, &options, &s->disk, &diag);
     if (rc) {
         posix_file_close(&s->file);
         return report(o->image, &diag);
@@ -254,6 +268,8 @@ static int cmd_info(const struct options *o)
                info.bat_offset, info.bat_entries);
         printf("  \"metadata_offset\": %" PRIu64 ",\n", info.metadata_offset);
         printf("  \"chunk_ratio\": %" PRIu32 ",\n", info.chunk_ratio);
+        printf("  \"blocks_partial\": %" PRIu64 ",\n", info.blocks_partial);
+        printf("  \"memory_peak\": %" PRIu64 ",\n", info.memory_peak);
         printf("  \"blocks_total\": %" PRIu64 ",\n  \"blocks_present\": %" PRIu64 ",\n",
                info.blocks_total, info.blocks_present);
         printf("  \"parent_locator\": ");
@@ -292,13 +308,26 @@ static int cmd_info(const struct options *o)
         printf("file write guid:      %s\n", fwg);
         printf("data write guid:      %s\n", dwg);
         printf("virtual disk id:      %s\n", vdid);
-        printf("blocks present:       %" PRIu64 " of %" PRIu64 "\n", info.blocks_present,
+        printf("blocks present:       %" PRIu64 " of %" PRIu64, info.blocks_present,
                info.blocks_total);
+        if (info.blocks_partial)
+            printf(" (and %" PRIu64 " partially present)", info.blocks_partial);
+        printf("\n");
         printf("BAT:                  offset %" PRIu64 ", %" PRIu64 " entries, chunk ratio %"
                PRIu32 "\n", info.bat_offset, info.bat_entries, info.chunk_ratio);
         printf("metadata region:      offset %" PRIu64 "\n", info.metadata_offset);
         printf("log region:           offset %" PRIu64 ", %" PRIu32 " bytes\n",
                info.log_offset, info.log_length);
+        if (o->verbosity) {
+            printf("room for new blocks:  %" PRIu64 " bytes in the file past %" PRIu64
+                   " (all blocks need %" PRIu64 " more)\n",
+                   info.file_size > info.used_size ? info.file_size - info.used_size : 0,
+                   info.used_size, info.room_wanted);
+            printf("metadata cache:       %" PRIu32 " pages, %" PRIu64 " hits, %" PRIu64
+                   " misses\n", info.cache_pages, info.cache_hits, info.cache_misses);
+            printf("core memory:          %" PRIu64 " bytes at most, %" PRIu64 " now\n",
+                   info.memory_peak, info.memory_in_use);
+        }
         if (info.parent_locator_entries || info.type == VHDX_TYPE_DIFFERENCING) {
             printf("parent locator:       type %s\n", plt);
             for (uint32_t i = 0; i < info.parent_locator_entries; i++) {
@@ -421,6 +450,7 @@ static int cmd_check(const struct options *o)
 {
     struct session s;
     struct vhdx_info info;
+    struct vhdx_open_options options;
     struct vhdx_diag diag;
     int err, rc;
 
@@ -430,7 +460,9 @@ static int cmd_check(const struct options *o)
         return EXIT_USAGE;
     }
     s.file.verbosity = o->verbosity;
-    rc = vhdx_open(&s.platform, VHDX_OPEN_CHECK, &s.disk, &diag);
+    options.flags = VHDX_OPEN_CHECK;
+    options.cache_bytes = o->cache_bytes;
+    rc = vhdx_open_with(&s.platform, &options, &s.disk, &diag);
     if (rc) {
         posix_file_close(&s.file);
         return report(o->image, &diag);
