@@ -154,6 +154,19 @@ struct session {
     struct vhdx_disk *disk;
 };
 
+/* What posix_file_open's errors mean here. */
+static void report_open_error(const char *image, int err, bool writable)
+{
+    if (err == EBUSY)
+        fprintf(stderr, "vhdx: %s: in use: %s\n", image, writable
+                ? "another program has the image open (vhdx serve, write or replay, or "
+                  "QEMU); one writer at a time"
+                : "another program has the image open for writing (vhdx serve, write or "
+                  "replay, or QEMU)");
+    else
+        fprintf(stderr, "vhdx: %s: %s\n", image, strerror(err));
+}
+
 static int open_image(struct session *s, const struct options *o, bool writable,
                       unsigned flags)
 {
@@ -162,7 +175,7 @@ static int open_image(struct session *s, const struct options *o, bool writable,
 
     err = posix_file_open(&s->file, o->image, writable, &s->platform);
     if (err) {
-        fprintf(stderr, "vhdx: %s: %s\n", o->image, strerror(err));
+        report_open_error(o->image, err, writable);
         return EXIT_USAGE;
     }
     s->file.verbosity = o->verbosity;
@@ -426,7 +439,7 @@ static int cmd_check(const struct options *o)
 
     err = posix_file_open(&s.file, o->image, false, &s.platform);
     if (err) {
-        fprintf(stderr, "vhdx: %s: %s\n", o->image, strerror(err));
+        report_open_error(o->image, err, false);
         return EXIT_USAGE;
     }
     s.file.verbosity = o->verbosity;
