@@ -9,17 +9,15 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "posix.h"
-#include "vhdx.h"
+#include "cli.h"
 
-#define EXIT_INVALID 1
-#define EXIT_USAGE 2
 #define IO_CHUNK (4u << 20)
 
 static const char usage_text[] =
@@ -42,16 +40,7 @@ static const char usage_text[] =
     "info, cat and check never write: a dirty log is replayed in memory.\n"
     "Numbers are decimal or 0x hex, with an optional K, M, G or T suffix (x1024).\n";
 
-struct options {
-    const char *command;
-    const char *image;
-    bool json;
-    int verbosity;
-    bool have_offset, have_length;
-    uint64_t offset, length;
-};
-
-static int usage_error(const char *fmt, const char *arg)
+int usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "vhdx: ");
     fprintf(stderr, fmt, arg);
@@ -83,13 +72,53 @@ static bool parse_number(const char *text, uint64_t *value)
     return true;
 }
 
-/* The tiny strict parser: one command, one image, known options only. */
-static int parse_args(int argc, char **argv, struct options *o)
+static int cmd_info(const struct options *o);
+static int cmd_cat(const struct options *o);
+static int cmd_check(const struct options *o);
+static int cmd_write(const struct options *o);
+static int cmd_replay(const struct options *o);
+
+/* The options: the bit each sets in options.given, and where a value goes. */
+enum option_value { VALUE_NONE, VALUE_NUMBER, VALUE_TEXT };
+static const struct option_spec {
+    const char *name;
+    unsigned bit;
+    enum option_value value;
+    size_t field;               /* offsetof(struct options, ...) of the value */
+} option_table[] = {
+    { "--json", OPT_JSON, VALUE_NONE, 0 },
+    { "--offset", OPT_OFFSET, VALUE_NUMBER, offsetof(struct options, offset) },
+    { "--length", OPT_LENGTH, VALUE_NUMBER, offsetof(struct options, length) },
+};
+
+/* The commands: which options each accepts and which it needs. */
+static const struct command {
+    const char *name;
+    int (*run)(const struct options *o);
+    unsigned accepted, required;
+} command_table[] = {
+    { "info", cmd_info, OPT_JSON, 0 },
+    { "cat", cmd_cat, OPT_OFFSET | OPT_LENGTH, 0 },
+    { "check", cmd_check, 0, 0 },
+    { "write", cmd_write, OPT_OFFSET, OPT_OFFSET },
+    { "replay", cmd_replay, 0, 0 },
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The strict parser: one command, one image, known options each given once. */
+static int parse_args(int argc, char **argv, struct options *o, const struct command **command)
 {
     memset(o, 0, sizeof *o);
+    *command = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        const struct option_spec *spec = NULL;
 
+        for (size_t k = 0; k < COUNT(option_table); k++) {
+            if (!strcmp(a, option_table[k].name))
+                spec = &option_table[k];
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             exit(0);
@@ -98,16 +127,22 @@ static int parse_args(int argc, char **argv, struct options *o)
             exit(0);
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o->verbosity++;
-        } else if (!strcmp(a, "--json")) {
-            o->json = true;
-        } else if (!strcmp(a, "--offset") || !strcmp(a, "--length")) {
-            bool is_offset = a[2] == 'o';
+        } else if (spec) {
+            char *field = (char *)o + spec->field;
 
+            if (o->given & spec->bit)
+                return usage_error("%s given twice", a);
+            o->given |= spec->bit;
+            if (spec->value == VALUE_NONE)
+                continue;
             if (i + 1 >= argc)
-                return usage_error("%s needs a number", a);
-            if (!parse_number(argv[++i], is_offset ? &o->offset : &o->length))
+                return usage_error(spec->value == VALUE_NUMBER ? "%s needs a number"
+                                                               : "%s needs a value", a);
+            i++;
+            if (spec->value == VALUE_TEXT)
+                *(const char **)(void *)field = argv[i];
+            else if (!parse_number(argv[i], (uint64_t *)(void *)field))
                 return usage_error("not a number: '%s'", argv[i]);
-            *(is_offset ? &o->have_offset : &o->have_length) = true;
         } else if (a[0] == '-' && a[1]) {
             return usage_error("unknown option '%s'", a);
         } else if (!o->command) {
@@ -120,15 +155,27 @@ static int parse_args(int argc, char **argv, struct options *o)
     }
     if (!o->command)
         return usage_error("%s", "no command given");
+    for (size_t k = 0; k < COUNT(command_table); k++) {
+        if (!strcmp(o->command, command_table[k].name))
+            *command = &command_table[k];
+    }
+    if (!*command)
+        return usage_error("unknown command '%s'", o->command);
     if (!o->image)
         return usage_error("%s: no image given", o->command);
-    if (o->json && strcmp(o->command, "info"))
-        return usage_error("--json is for info, not %s", o->command);
-    if ((o->have_length || (o->have_offset && strcmp(o->command, "write"))) &&
-        strcmp(o->command, "cat"))
-        return usage_error("--offset/--length do not apply to %s", o->command);
-    if (!strcmp(o->command, "write") && !o->have_offset)
-        return usage_error("%s", "write needs --offset");
+    for (size_t k = 0; k < COUNT(option_table); k++) {
+        const struct option_spec *spec = &option_table[k];
+        char text[64];
+
+        if ((o->given & spec->bit) && !((*command)->accepted & spec->bit)) {
+            snprintf(text, sizeof text, "%s does not apply to %s", spec->name, o->command);
+            return usage_error("%s", text);
+        }
+        if (((*command)->required & spec->bit) && !(o->given & spec->bit)) {
+            snprintf(text, sizeof text, "%s needs %s", o->command, spec->name);
+            return usage_error("%s", text);
+        }
+    }
     return 0;
 }
 
@@ -139,7 +186,7 @@ static int exit_code_for(int rc)
            rc == VHDX_E_NO_SPACE ? EXIT_USAGE : EXIT_INVALID;
 }
 
-static int report(const char *image, const struct vhdx_diag *diag)
+int report(const char *image, const struct vhdx_diag *diag)
 {
     char message[320];
 
@@ -147,12 +194,6 @@ static int report(const char *image, const struct vhdx_diag *diag)
     fprintf(stderr, "vhdx: %s: %s\n", image, message);
     return exit_code_for(diag->code);
 }
-
-struct session {
-    struct posix_file file;
-    struct vhdx_platform platform;
-    struct vhdx_disk *disk;
-};
 
 /* What posix_file_open's errors mean here. */
 static void report_open_error(const char *image, int err, bool writable)
@@ -167,7 +208,7 @@ static void report_open_error(const char *image, int err, bool writable)
         fprintf(stderr, "vhdx: %s: %s\n", image, strerror(err));
 }
 
-static int open_image(struct session *s, const struct options *o, bool writable,
+int open_image(struct session *s, const struct options *o, bool writable,
                       unsigned flags)
 {
     struct vhdx_diag diag;
@@ -187,7 +228,7 @@ static int open_image(struct session *s, const struct options *o, bool writable,
     return 0;
 }
 
-static int close_image(struct session *s, const char *image)
+int close_image(struct session *s, const char *image)
 {
     struct vhdx_diag diag;
     int status = 0;
@@ -242,7 +283,7 @@ static int cmd_info(const struct options *o)
     vhdx_guid_format(&info.virtual_disk_id, vdid);
     vhdx_guid_format(&info.replayed_log_guid, rlg);
     vhdx_guid_format(&info.parent_locator_type, plt);
-    if (o->json) {
+    if (o->given & OPT_JSON) {
         printf("{\n  \"file\": ");
         json_string(o->image);
         printf(",\n  \"file_size\": %" PRIu64 ",\n", info.file_size);
@@ -381,8 +422,8 @@ static int cmd_cat(const struct options *o)
         return status;
     vhdx_get_info(s.disk, &info);
     sector_size = info.logical_sector_size;
-    start = o->have_offset ? o->offset : 0;
-    end = o->have_length ? start + o->length : info.virtual_size;
+    start = o->given & OPT_OFFSET ? o->offset : 0;
+    end = o->given & OPT_LENGTH ? start + o->length : info.virtual_size;
     if (start > info.virtual_size || end > info.virtual_size || end < start) {
         fprintf(stderr, "vhdx: %s: range past the end of the %" PRIu64 "-byte disk\n",
                 o->image, info.virtual_size);
@@ -554,19 +595,8 @@ static int cmd_replay(const struct options *o)
 int main(int argc, char **argv)
 {
     struct options o;
-    int status = parse_args(argc, argv, &o);
+    const struct command *command;
+    int status = parse_args(argc, argv, &o, &command);
 
-    if (status)
-        return status;
-    if (!strcmp(o.command, "info"))
-        return cmd_info(&o);
-    if (!strcmp(o.command, "cat"))
-        return cmd_cat(&o);
-    if (!strcmp(o.command, "check"))
-        return cmd_check(&o);
-    if (!strcmp(o.command, "write"))
-        return cmd_write(&o);
-    if (!strcmp(o.command, "replay"))
-        return cmd_replay(&o);
-    return usage_error("unknown command '%s'", o.command);
+    return status ? status : command->run(&o);
 }
