@@ -21,12 +21,19 @@ struct options {
     unsigned given;             /* OPT_* bits of the options on the command line */
     int verbosity;
     uint64_t offset, length;    /* --offset, --length */
+    const char *socket_path;    /* --socket */
+    uint64_t port;              /* --port */
+    const char *bind_address;   /* --bind */
 };
 
 /* Options, as bits of options.given. */
 #define OPT_JSON      (1u << 0)
 #define OPT_OFFSET    (1u << 1)
 #define OPT_LENGTH    (1u << 2)
+#define OPT_SOCKET    (1u << 3)
+#define OPT_PORT      (1u << 4)
+#define OPT_BIND      (1u << 5)
+#define OPT_READ_ONLY (1u << 6)
 
 struct session {
     struct posix_file file;
@@ -45,5 +52,8 @@ int open_image(struct session *s, const struct options *o, bool writable, unsign
 
 /* Close (flush, clean log); 0 or an exit status. */
 int close_image(struct session *s, const char *image);
+
+/* tools/serve.c */
+int cmd_serve(const struct options *o);
 
 #endif

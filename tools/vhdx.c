@@ -31,9 +31,13 @@ static const char usage_text[] =
     "  write IMAGE --offset N               write stdin into the virtual disk at byte N\n"
     "                                       (offset and length in whole logical sectors)\n"
     "  replay IMAGE                         replay a dirty log into the file\n"
+    "  serve IMAGE (--socket PATH | --port N [--bind ADDR]) [--read-only]\n"
+    "                                       serve the disk over NBD until SIGTERM or\n"
+    "                                       SIGINT (TCP: 127.0.0.1 unless --bind)\n"
     "\n"
     "Options:\n"
-    "  -v, --verbose   also say what opening did (log replay, fallbacks)\n"
+    "  -v, --verbose   also say what opening did (log replay, fallbacks); serve: each\n"
+    "                  connection and each refused request\n"
     "  -h, --help      this text\n"
     "  --version       the version\n"
     "\n"
@@ -89,6 +93,10 @@ static const struct option_spec {
     { "--json", OPT_JSON, VALUE_NONE, 0 },
     { "--offset", OPT_OFFSET, VALUE_NUMBER, offsetof(struct options, offset) },
     { "--length", OPT_LENGTH, VALUE_NUMBER, offsetof(struct options, length) },
+    { "--socket", OPT_SOCKET, VALUE_TEXT, offsetof(struct options, socket_path) },
+    { "--port", OPT_PORT, VALUE_NUMBER, offsetof(struct options, port) },
+    { "--bind", OPT_BIND, VALUE_TEXT, offsetof(struct options, bind_address) },
+    { "--read-only", OPT_READ_ONLY, VALUE_NONE, 0 },
 };
 
 /* The commands: which options each accepts and which it needs. */
@@ -102,6 +110,7 @@ static const struct command {
     { "check", cmd_check, 0, 0 },
     { "write", cmd_write, OPT_OFFSET, OPT_OFFSET },
     { "replay", cmd_replay, 0, 0 },
+    { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY, 0 },
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
