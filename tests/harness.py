@@ -78,8 +78,9 @@ def qemu(*args):
 
 
 def qemu_raw(file, fmt="vhdx"):
-    """The virtual disk as `qemu-img convert` to raw reads it (bytes)."""
-    raw = file + ".qemu.raw"
+    """The virtual disk as `qemu-img convert` to raw reads it (bytes); `file` may also be
+    an NBD URI (fmt="raw")."""
+    raw = path("qemu-convert.raw")
     qemu("qemu-img", "convert", "-f", fmt, "-O", "raw", file, raw)
     try:
         with open(raw, "rb") as f:
