@@ -104,9 +104,10 @@ enum {
 /* A client gets this long for the whole handshake: serving is one connection at a
  * time, so a client that connects and stalls must not keep the next one out. */
 #define HANDSHAKE_MS 10000
-/* The longest option we read: an export name (at most 4096 bytes, proto
+/* The longest option we read: an export name (at most NAME_MAX bytes, proto
  * "Conventions") plus an INFO request list.  A longer one is not ours to skip. */
-#define OPTION_MAX (4096 + 4 + 2 + 2 * 256)
+#define NAME_MAX 4096
+#define OPTION_MAX (NAME_MAX + 4 + 2 + 2 * 256)
 #define NO_DEADLINE (-1)
 
 /* -------------------------------------------------------------------------------- */
@@ -383,7 +384,7 @@ static int export_name_reply(struct nbd_conn *c, const struct option_request *o)
 static int info_or_go(struct nbd_conn *c, const struct option_request *o, bool *accepted)
 {
     const struct nbd_export *e = c->export;
-    uint8_t reply[2 + 4096];
+    uint8_t reply[2 + NAME_MAX];
     uint32_t name_length;
     uint16_t count;
     bool want_name = false, want_description = false;
@@ -394,6 +395,8 @@ static int info_or_go(struct nbd_conn *c, const struct option_request *o, bool *
         o->length != 4 + name_length + 2 + 2 * (uint32_t)(count = get16(o->data + 4 + name_length)))
         return option_error(c, o, NBD_REP_ERR_INVALID,
                             "malformed request: name and information list do not add up");
+    if (name_length > NAME_MAX)
+        return option_error(c, o, NBD_REP_ERR_INVALID, "export name over 4096 bytes");
     for (uint16_t i = 0; i < count; i++) {
         uint16_t type = get16(o->data + 4 + name_length + 2 + 2 * i);
 
@@ -421,7 +424,7 @@ static int info_or_go(struct nbd_conn *c, const struct option_request *o, bool *
     if (!end && want_description && e->description) {
         size_t n = strlen(e->description);
 
-        n = n > 4096 ? 4096 : n;
+        n = n > NAME_MAX ? NAME_MAX : n;
         put16(reply, NBD_INFO_DESCRIPTION);
         memcpy(reply + 2, e->description, n);
         end = option_reply(c, o, NBD_REP_INFO, reply, 2 + (uint32_t)n);

@@ -180,7 +180,7 @@ int cmd_serve(const struct options *o)
     struct listener l = { .fd = -1 };
     struct sigaction action = { .sa_handler = on_stop_signal };   /* no SA_RESTART */
     sigset_t stop_signals, saved_mask, wait_mask;
-    char description[512];
+    char what[96], description[600];
     unsigned long connections = 0;
     int status, close_status;
 
@@ -194,9 +194,9 @@ int cmd_serve(const struct options *o)
         return status;
     vhdx_get_info(s.disk, &info);
     nbd_export_init(&export, s.disk, o->image, o->given & OPT_READ_ONLY);
-    snprintf(description, sizeof description, "%s: %s VHDX, %" PRIu32 "-byte sectors%s",
-             o->image, type_text(info.type), info.logical_sector_size,
-             export.read_only ? ", read-only" : "");
+    snprintf(what, sizeof what, "%s VHDX, %" PRIu32 "-byte sectors, %s", type_text(info.type),
+             info.logical_sector_size, export.read_only ? "read-only" : "read-write");
+    snprintf(description, sizeof description, "%s: %s", o->image, what);
     export.description = description;
     if (nbd_conn_init(&conn)) {
         fprintf(stderr, "vhdx serve: %s: out of memory for the request buffer\n", o->image);
@@ -224,9 +224,8 @@ int cmd_serve(const struct options *o)
                                    : listen_tcp(o->given & OPT_BIND ? o->bind_address
                                                                     : "127.0.0.1", o->port, &l);
     if (!status) {
-        fprintf(stderr, "vhdx serve: %s: serving %" PRIu64 " bytes (%s, %s) on %s; "
-                "SIGTERM or Ctrl-C stops\n", o->image, export.size, description + strlen(o->image) + 2,
-                export.read_only ? "read-only" : "read-write", l.where);
+        fprintf(stderr, "vhdx serve: %s: serving %" PRIu64 " bytes (%s) on %s; "
+                "SIGTERM or Ctrl-C stops\n", o->image, export.size, what, l.where);
         while (!stop_signal) {
             struct pollfd p = { .fd = l.fd, .events = POLLIN };
             int fd;
@@ -235,8 +234,11 @@ int cmd_serve(const struct options *o)
                 continue;               /* EINTR: a stop signal, checked above */
             fd = accept4(l.fd, NULL, NULL, SOCK_CLOEXEC);
             if (fd < 0) {
-                if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+                if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+                    /* Out of descriptors or memory: say so, and do not spin on it. */
                     fprintf(stderr, "vhdx serve: accept: %s\n", strerror(errno));
+                    usleep(100000);
+                }
                 continue;
             }
             serve_connection(&conn, fd, l.tcp, ++connections, o->verbosity);
