@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -560,15 +561,33 @@ static const char *command_name(uint16_t type)
     return "request";
 }
 
-/* A failure of the core: always worth a line on stderr (a full disk, a failing file). */
+/* One message line, "vhdx serve: IMAGE: ...", to conn->log or stderr. */
+__attribute__((format(printf, 2, 3)))
+static void say(struct nbd_conn *c, const char *fmt, ...)
+{
+    char line[600];
+    int n = snprintf(line, sizeof line, "vhdx serve: %s: ", c->export->image);
+    va_list args;
+
+    va_start(args, fmt);
+    if (n > 0 && (size_t)n < sizeof line)
+        vsnprintf(line + n, sizeof line - (size_t)n, fmt, args);
+    va_end(args);
+    if (c->log)
+        c->log(c->log_context, line);
+    else
+        fprintf(stderr, "%s\n", line);
+}
+
+/* A failure of the core: always worth a line (a full disk, a failing file). */
 static uint32_t core_failure(struct nbd_conn *c, const struct request *r)
 {
     const struct vhdx_diag *diag = vhdx_last_diag(c->export->disk);
     char message[320];
 
     vhdx_describe(diag, message, sizeof message);
-    fprintf(stderr, "vhdx serve: %s: %s of %" PRIu32 " bytes at offset %" PRIu64 ": %s\n",
-            c->export->image, command_name(r->type), r->length, r->offset, message);
+    say(c, "%s of %" PRIu32 " bytes at offset %" PRIu64 ": %s", command_name(r->type),
+        r->length, r->offset, message);
     return nbd_error_for(diag->code);
 }
 
@@ -577,9 +596,8 @@ static uint32_t refuse(struct nbd_conn *c, const struct request *r, uint32_t err
                        const char *why)
 {
     if (c->verbosity > 0)
-        fprintf(stderr, "vhdx serve: %s: refused %s (type %u, flags 0x%x) of %" PRIu32
-                " bytes at offset %" PRIu64 ": %s\n", c->export->image, command_name(r->type),
-                r->type, r->flags, r->length, r->offset, why);
+        say(c, "refused %s (type %u, flags 0x%x) of %" PRIu32 " bytes at offset %" PRIu64
+            ": %s", command_name(r->type), r->type, r->flags, r->length, r->offset, why);
     return error;
 }
 

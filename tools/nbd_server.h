@@ -72,6 +72,11 @@ struct nbd_conn {
     const sigset_t *wait_mask;          /* signal mask while waiting, or NULL */
     volatile sig_atomic_t *stop;        /* may be NULL */
     int verbosity;                      /* 1: say why each request failed */
+    /* Where messages go, one line each without the newline ("vhdx serve: IMAGE: ...");
+     * NULL: stderr.  (An attach serving a root file system sends them to the kernel
+     * log instead.) */
+    void (*log)(void *context, const char *line);
+    void *log_context;
 
     /* Owned by the connection (nbd_conn_init / nbd_conn_free). */
     uint8_t *buffer;                    /* NBD_MAX_PAYLOAD bytes */
