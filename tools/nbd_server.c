@@ -700,8 +700,6 @@ static int serve_request(struct nbd_conn *c, const struct request *r)
         }
         if ((end = recv_all(c, c->buffer, r->length, false, NO_DEADLINE)))
             return end;
-        if (stop_requested(c))
-            return NBD_END_STOPPED;     /* not written, not answered */
         error = check_range(c, r, NBD_CMD_FLAG_FUA, true);
         if (!error && vhdx_write(e->disk, r->offset / e->sector_size,
                                  r->length / e->sector_size, c->buffer))
