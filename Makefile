@@ -20,6 +20,7 @@ CORE_HDR   := $(wildcard core/*.h)
 HOSTPLAT_SRC := $(sort $(filter-out platform/efi_%.c,$(wildcard platform/*.c)))
 PLAT_HDR   := $(wildcard platform/*.h)
 TOOL_SRC   := $(sort $(wildcard tools/*.c))
+TOOL_HDR   := $(wildcard tools/*.h)
 UNIT_SRC   := $(sort $(wildcard tests/c/*.c))
 
 REL_OBJ    = $(patsubst %.c,$(BUILD)/rel/%.o,$(CORE_SRC) $(HOSTPLAT_SRC))
@@ -32,11 +33,11 @@ BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 all: host firmware
 host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN)
 
-$(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR)
+$(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR) $(TOOL_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(REL_CFLAGS) -c $< -o $@
 
-$(BUILD)/san/%.o: %.c $(CORE_HDR) $(PLAT_HDR)
+$(BUILD)/san/%.o: %.c $(CORE_HDR) $(PLAT_HDR) $(TOOL_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_CFLAGS) -c $< -o $@
 

@@ -3,6 +3,14 @@
  * ftruncate (which zero-fills, so grow() advertises VHDX_PLATFORM_GROW_ZEROES).
  * Large writes start their writeback at once (Linux sync_file_range), so the flush that
  * must follow them before the BAT may point at them waits for less.
+ *
+ * One writer per image: the open takes an open-file-description lock on the whole file
+ * (exclusive when writable, shared when read-only), so a second writer, or a writer and
+ * a reader, never have the same image open at once: the core keeps the BAT and the log
+ * state in memory, and a reader's view of a file another process writes is not merely
+ * stale but can be wrong.  OFD locks (not flock) because QEMU takes OFD byte-range locks
+ * on its images: a `qemu-img` or `qemu-io` on an image we hold is refused by QEMU, and
+ * one QEMU holds is refused here.
  */
 #include "posix.h"
 
@@ -119,14 +127,38 @@ static int posix_random(void *context, uint8_t bytes[16])
     return getrandom(bytes, 16, 0) == 16 ? VHDX_OK : VHDX_E_IO;
 }
 
+/* 0, EBUSY when another open holds a conflicting lock.  A file system without locks
+ * (ENOLCK, EINVAL, EOPNOTSUPP) is used unlocked: refusing it would refuse the image. */
+static int posix_lock(int fd, bool writable)
+{
+    struct flock lock = {
+        .l_type = writable ? F_WRLCK : F_RDLCK,
+        .l_whence = SEEK_SET,
+        .l_start = 0,
+        .l_len = 0,             /* to the end of the file, however it grows */
+    };
+
+    if (fcntl(fd, F_OFD_SETLK, &lock) == 0)
+        return 0;
+    return errno == EAGAIN || errno == EACCES ? EBUSY : 0;
+}
+
 int posix_file_open(struct posix_file *file, const char *path, bool writable,
                     struct vhdx_platform *platform)
 {
+    int err;
+
     memset(file, 0, sizeof *file);
     file->name = path;
     file->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (file->fd < 0)
         return errno;
+    err = posix_lock(file->fd, writable);
+    if (err) {
+        close(file->fd);
+        file->fd = -1;
+        return err;
+    }
     file->writable = writable;
     memset(platform, 0, sizeof *platform);
     platform->context = file;

@@ -17,8 +17,9 @@ struct posix_file {
 
 /*
  * Open `path` and fill `platform` with callbacks on it.  Returns 0, or an errno value
- * (the file could not be opened).  A file that cannot be opened for writing is opened
- * read-only when `writable` is false.
+ * (the file could not be opened); EBUSY when the image is in use: a writable open while
+ * any other open holds it, or a read-only open while a writer holds it (a lock on the
+ * whole file, released by posix_file_close or when the process ends).
  */
 int posix_file_open(struct posix_file *file, const char *path, bool writable,
                     struct vhdx_platform *platform);

@@ -1,8 +1,10 @@
 """Helpers shared by the Python test suites (see tests/run.sh for the protocol)."""
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 
 VHDX = os.environ.get("VHDX", "build/san/vhdx")
 WORK = os.environ.get("WORK", "/tmp")
@@ -73,6 +75,52 @@ def pyvhdi_read(p, size):
 def qemu(*args):
     r = subprocess.run(list(args), capture_output=True, text=True, timeout=600)
     return r.returncode, r.stdout + r.stderr
+
+
+def qemu_raw(file, fmt="vhdx"):
+    """The virtual disk as `qemu-img convert` to raw reads it (bytes); `file` may also be
+    an NBD URI (fmt="raw")."""
+    raw = path("qemu-convert.raw")
+    qemu("qemu-img", "convert", "-f", fmt, "-O", "raw", file, raw)
+    try:
+        with open(raw, "rb") as f:
+            return f.read()
+    finally:
+        os.unlink(raw)
+
+
+class Server:
+    """`vhdx serve IMAGE --socket WORK/NAME.sock [ARGS]` (the sanitized tool), started and
+    waited for until it listens; its stderr goes to a file (`log()`)."""
+
+    def __init__(self, image, *args, name="serve", ready_timeout=30):
+        self.socket = path(name + ".sock")
+        self.log_path = path(name + ".log")
+        self.uri = "nbd+unix:///?socket=" + self.socket
+        args = list(args) if "--port" in args else ["--socket", self.socket, *args]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([VHDX, "serve", image, *[str(a) for a in args]],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.time() + ready_timeout
+        while time.time() < deadline and self.proc.poll() is None and " serving " not in self.log():
+            time.sleep(0.02)
+        self.ready = self.proc.poll() is None and " serving " in self.log()
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Signal it and wait: (exit status, its whole stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+            return -999, self.log() + "\n(no exit %d s after signal %d)" % (timeout, sig)
+        return rc, self.log()
 
 
 def cat_vs(img, p, replay=True):

@@ -9,17 +9,15 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "posix.h"
-#include "vhdx.h"
+#include "cli.h"
 
-#define EXIT_INVALID 1
-#define EXIT_USAGE 2
 #define IO_CHUNK (4u << 20)
 
 static const char usage_text[] =
@@ -33,28 +31,23 @@ static const char usage_text[] =
     "  write IMAGE --offset N               write stdin into the virtual disk at byte N\n"
     "                                       (offset and length in whole logical sectors)\n"
     "  replay IMAGE                         replay a dirty log into the file\n"
+    "  serve IMAGE (--socket PATH | --port N [--bind ADDR]) [--read-only]\n"
+    "                                       serve the disk over NBD until SIGTERM or\n"
+    "                                       SIGINT (TCP: 127.0.0.1 unless --bind)\n"
     "\n"
     "Options:\n"
-    "  -v, --verbose   also say what opening did (log replay, fallbacks); info -v\n"
-    "                  adds the metadata cache and the core's memory\n"
-    "  --cache SIZE    metadata cache size (default 1M; BAT pages of 4K each)\n"
+    "  -v, --verbose   also say what opening did (log replay, fallbacks); info -v:\n"
+    "                  the metadata cache and the core's memory; serve: each\n"
+    "                  connection and each refused request\n"
+    "  --cache SIZE    metadata cache (default 1M: 256 BAT pages of 4K, each\n"
+    "                  mapping 512 blocks); any command that opens the image\n"
     "  -h, --help      this text\n"
     "  --version       the version\n"
     "\n"
     "info, cat and check never write: a dirty log is replayed in memory.\n"
     "Numbers are decimal or 0x hex, with an optional K, M, G or T suffix (x1024).\n";
 
-struct options {
-    const char *command;
-    const char *image;
-    bool json;
-    int verbosity;
-    bool have_offset, have_length;
-    uint64_t offset, length;
-    uint64_t cache_bytes;       /* --cache; 0: the core's default */
-};
-
-static int usage_error(const char *fmt, const char *arg)
+int usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "vhdx: ");
     fprintf(stderr, fmt, arg);
@@ -86,13 +79,59 @@ static bool parse_number(const char *text, uint64_t *value)
     return true;
 }
 
-/* The tiny strict parser: one command, one image, known options only. */
-static int parse_args(int argc, char **argv, struct options *o)
+static int cmd_info(const struct options *o);
+static int cmd_cat(const struct options *o);
+static int cmd_check(const struct options *o);
+static int cmd_write(const struct options *o);
+static int cmd_replay(const struct options *o);
+
+/* The options: the bit each sets in options.given, and where a value goes. */
+enum option_value { VALUE_NONE, VALUE_NUMBER, VALUE_TEXT };
+static const struct option_spec {
+    const char *name;
+    unsigned bit;
+    enum option_value value;
+    size_t field;               /* offsetof(struct options, ...) of the value */
+} option_table[] = {
+    { "--json", OPT_JSON, VALUE_NONE, 0 },
+    { "--offset", OPT_OFFSET, VALUE_NUMBER, offsetof(struct options, offset) },
+    { "--length", OPT_LENGTH, VALUE_NUMBER, offsetof(struct options, length) },
+    { "--socket", OPT_SOCKET, VALUE_TEXT, offsetof(struct options, socket_path) },
+    { "--port", OPT_PORT, VALUE_NUMBER, offsetof(struct options, port) },
+    { "--bind", OPT_BIND, VALUE_TEXT, offsetof(struct options, bind_address) },
+    { "--read-only", OPT_READ_ONLY, VALUE_NONE, 0 },
+    { "--cache", OPT_CACHE, VALUE_NUMBER, offsetof(struct options, cache_bytes) },
+};
+
+/* The commands: which options each accepts and which it needs. */
+static const struct command {
+    const char *name;
+    int (*run)(const struct options *o);
+    unsigned accepted, required;
+} command_table[] = {
+    { "info", cmd_info, OPT_JSON | OPT_CACHE, 0 },
+    { "cat", cmd_cat, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, 0 },
+    { "check", cmd_check, OPT_CACHE, 0 },
+    { "write", cmd_write, OPT_OFFSET | OPT_CACHE, OPT_OFFSET },
+    { "replay", cmd_replay, OPT_CACHE, 0 },
+    { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE, 0 },
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The strict parser: one command, one image, known options each given once. */
+static int parse_args(int argc, char **argv, struct options *o, const struct command **command)
 {
     memset(o, 0, sizeof *o);
+    *command = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        const struct option_spec *spec = NULL;
 
+        for (size_t k = 0; k < COUNT(option_table); k++) {
+            if (!strcmp(a, option_table[k].name))
+                spec = &option_table[k];
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage_text, stdout);
             exit(0);
@@ -101,22 +140,22 @@ static int parse_args(int argc, char **argv, struct options *o)
             exit(0);
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o->verbosity++;
-        } else if (!strcmp(a, "--json")) {
-            o->json = true;
-        } else if (!strcmp(a, "--offset") || !strcmp(a, "--length")) {
-            bool is_offset = a[2] == 'o';
+        } else if (spec) {
+            char *field = (char *)o + spec->field;
 
+            if (o->given & spec->bit)
+                return usage_error("%s given twice", a);
+            o->given |= spec->bit;
+            if (spec->value == VALUE_NONE)
+                continue;
             if (i + 1 >= argc)
-                return usage_error("%s needs a number", a);
-            if (!parse_number(argv[++i], is_offset ? &o->offset : &o->length))
+                return usage_error(spec->value == VALUE_NUMBER ? "%s needs a number"
+                                                               : "%s needs a value", a);
+            i++;
+            if (spec->value == VALUE_TEXT)
+                *(const char **)(void *)field = argv[i];
+            else if (!parse_number(argv[i], (uint64_t *)(void *)field))
                 return usage_error("not a number: '%s'", argv[i]);
-            *(is_offset ? &o->have_offset : &o->have_length) = true;
-        } else if (!strcmp(a, "--cache")) {
-            if (i + 1 >= argc)
-                return usage_error("%s needs a size", a);
-            if (!parse_number(argv[++i], &o->cache_bytes) || o->cache_bytes < 4096 ||
-                o->cache_bytes > SIZE_MAX)
-                return usage_error("not a cache size (4K or more): '%s'", argv[i]);
         } else if (a[0] == '-' && a[1]) {
             return usage_error("unknown option '%s'", a);
         } else if (!o->command) {
@@ -129,15 +168,30 @@ static int parse_args(int argc, char **argv, struct options *o)
     }
     if (!o->command)
         return usage_error("%s", "no command given");
+    for (size_t k = 0; k < COUNT(command_table); k++) {
+        if (!strcmp(o->command, command_table[k].name))
+            *command = &command_table[k];
+    }
+    if (!*command)
+        return usage_error("unknown command '%s'", o->command);
+    if ((o->given & OPT_CACHE) && (o->cache_bytes < VHDX_MIN_CACHE_BYTES ||
+                                   o->cache_bytes > SIZE_MAX))
+        return usage_error("%s", "--cache: not a cache size (4K or more)");
     if (!o->image)
         return usage_error("%s: no image given", o->command);
-    if (o->json && strcmp(o->command, "info"))
-        return usage_error("--json is for info, not %s", o->command);
-    if ((o->have_length || (o->have_offset && strcmp(o->command, "write"))) &&
-        strcmp(o->command, "cat"))
-        return usage_error("--offset/--length do not apply to %s", o->command);
-    if (!strcmp(o->command, "write") && !o->have_offset)
-        return usage_error("%s", "write needs --offset");
+    for (size_t k = 0; k < COUNT(option_table); k++) {
+        const struct option_spec *spec = &option_table[k];
+        char text[64];
+
+        if ((o->given & spec->bit) && !((*command)->accepted & spec->bit)) {
+            snprintf(text, sizeof text, "%s does not apply to %s", spec->name, o->command);
+            return usage_error("%s", text);
+        }
+        if (((*command)->required & spec->bit) && !(o->given & spec->bit)) {
+            snprintf(text, sizeof text, "%s needs %s", o->command, spec->name);
+            return usage_error("%s", text);
+        }
+    }
     return 0;
 }
 
@@ -150,7 +204,7 @@ static int exit_code_for(int rc)
                                                                           : EXIT_USAGE;
 }
 
-static int report(const char *image, const struct vhdx_diag *diag)
+int report(const char *image, const struct vhdx_diag *diag)
 {
     char message[320];
 
@@ -159,14 +213,20 @@ static int report(const char *image, const struct vhdx_diag *diag)
     return exit_code_for(diag->code);
 }
 
-struct session {
-    struct posix_file file;
-    struct vhdx_platform platform;
-    struct vhdx_disk *disk;
-};
+/* What posix_file_open's errors mean here. */
+static void report_open_error(const char *image, int err, bool writable)
+{
+    if (err == EBUSY)
+        fprintf(stderr, "vhdx: %s: in use: %s\n", image, writable
+                ? "another program has the image open (vhdx serve, write or replay, or "
+                  "QEMU); one writer at a time"
+                : "another program has the image open for writing (vhdx serve, write or "
+                  "replay, or QEMU)");
+    else
+        fprintf(stderr, "vhdx: %s: %s\n", image, strerror(err));
+}
 
-static int open_image(struct session *s, const struct options *o, bool writable,
-                      unsigned flags)
+int open_image(struct session *s, const struct options *o, bool writable, unsigned flags)
 {
     struct vhdx_open_options options;
     struct vhdx_diag diag;
@@ -174,7 +234,7 @@ static int open_image(struct session *s, const struct options *o, bool writable,
 
     err = posix_file_open(&s->file, o->image, writable, &s->platform);
     if (err) {
-        fprintf(stderr, "vhdx: %s: %s\n", o->image, strerror(err));
+        report_open_error(o->image, err, writable);
         return EXIT_USAGE;
     }
     s->file.verbosity = o->verbosity;
@@ -188,7 +248,7 @@ static int open_image(struct session *s, const struct options *o, bool writable,
     return 0;
 }
 
-static int close_image(struct session *s, const char *image)
+int close_image(struct session *s, const char *image)
 {
     struct vhdx_diag diag;
     int status = 0;
@@ -243,7 +303,7 @@ static int cmd_info(const struct options *o)
     vhdx_guid_format(&info.virtual_disk_id, vdid);
     vhdx_guid_format(&info.replayed_log_guid, rlg);
     vhdx_guid_format(&info.parent_locator_type, plt);
-    if (o->json) {
+    if (o->given & OPT_JSON) {
         printf("{\n  \"file\": ");
         json_string(o->image);
         printf(",\n  \"file_size\": %" PRIu64 ",\n", info.file_size);
@@ -397,8 +457,8 @@ static int cmd_cat(const struct options *o)
         return status;
     vhdx_get_info(s.disk, &info);
     sector_size = info.logical_sector_size;
-    start = o->have_offset ? o->offset : 0;
-    end = o->have_length ? start + o->length : info.virtual_size;
+    start = o->given & OPT_OFFSET ? o->offset : 0;
+    end = o->given & OPT_LENGTH ? start + o->length : info.virtual_size;
     if (start > info.virtual_size || end > info.virtual_size || end < start) {
         fprintf(stderr, "vhdx: %s: range past the end of the %" PRIu64 "-byte disk\n",
                 o->image, info.virtual_size);
@@ -456,7 +516,7 @@ static int cmd_check(const struct options *o)
 
     err = posix_file_open(&s.file, o->image, false, &s.platform);
     if (err) {
-        fprintf(stderr, "vhdx: %s: %s\n", o->image, strerror(err));
+        report_open_error(o->image, err, false);
         return EXIT_USAGE;
     }
     s.file.verbosity = o->verbosity;
@@ -573,19 +633,8 @@ static int cmd_replay(const struct options *o)
 int main(int argc, char **argv)
 {
     struct options o;
-    int status = parse_args(argc, argv, &o);
+    const struct command *command;
+    int status = parse_args(argc, argv, &o, &command);
 
-    if (status)
-        return status;
-    if (!strcmp(o.command, "info"))
-        return cmd_info(&o);
-    if (!strcmp(o.command, "cat"))
-        return cmd_cat(&o);
-    if (!strcmp(o.command, "check"))
-        return cmd_check(&o);
-    if (!strcmp(o.command, "write"))
-        return cmd_write(&o);
-    if (!strcmp(o.command, "replay"))
-        return cmd_replay(&o);
-    return usage_error("unknown command '%s'", o.command);
+    return status ? status : command->run(&o);
 }

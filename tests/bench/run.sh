@@ -150,10 +150,15 @@ printf '  127 entries, 1016 KiB: in memory (vhdx info) %s s, in place (vhdx repl
 printf '  qemu-img check -r all %s s (%s as ours); whole-process times, best of 5\n' \
     "$best_qemu" "$agree"
 
+echo
+BUILD="$BUILD" "$TOP/tests/bench/serve.sh"
+
 [ -n "${BENCH_HOST_ONLY:-}" ] && exit 0
-# Other benchmarks (tests/bench/*.sh, e.g. ovmf.sh inside OVMF); not this script.
+# Other benchmarks (tests/bench/*.sh, e.g. ovmf.sh inside OVMF); not this script, and
+# not serve.sh (a host benchmark, run above).
 for extra in "$TOP"/tests/bench/*.sh; do
-    [ -x "$extra" ] && [ "$(basename "$extra")" != run.sh ] || continue
+    case "$(basename "$extra")" in run.sh|serve.sh) continue ;; esac
+    [ -x "$extra" ] || continue
     echo
     "$extra"
 done

@@ -1,0 +1,61 @@
+/*
+ * cli.h - what the host tool's commands share: the parsed command line, opening and
+ * closing an image on the POSIX platform, and the error conventions (exit status 1 for
+ * an invalid image, 2 for usage and I/O errors; messages "vhdx: FILE: reason").
+ */
+#ifndef VHDX_CLI_H
+#define VHDX_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "posix.h"
+#include "vhdx.h"
+
+#define EXIT_INVALID 1
+#define EXIT_USAGE 2
+
+struct options {
+    const char *command;
+    const char *image;
+    unsigned given;             /* OPT_* bits of the options on the command line */
+    int verbosity;
+    uint64_t offset, length;    /* --offset, --length */
+    const char *socket_path;    /* --socket */
+    uint64_t port;              /* --port */
+    const char *bind_address;   /* --bind */
+    uint64_t cache_bytes;       /* --cache; 0: the core's default */
+};
+
+/* Options, as bits of options.given. */
+#define OPT_JSON      (1u << 0)
+#define OPT_OFFSET    (1u << 1)
+#define OPT_LENGTH    (1u << 2)
+#define OPT_SOCKET    (1u << 3)
+#define OPT_PORT      (1u << 4)
+#define OPT_BIND      (1u << 5)
+#define OPT_READ_ONLY (1u << 6)
+#define OPT_CACHE     (1u << 7)
+
+struct session {
+    struct posix_file file;
+    struct vhdx_platform platform;
+    struct vhdx_disk *disk;
+};
+
+/* "vhdx: <fmt with arg>" and the hint to --help; returns EXIT_USAGE. */
+int usage_error(const char *fmt, const char *arg);
+
+/* "vhdx: IMAGE: <diagnosis>"; returns the exit status for it. */
+int report(const char *image, const struct vhdx_diag *diag);
+
+/* Open o->image (VHDX_OPEN_WRITABLE added when `writable`); 0 or an exit status. */
+int open_image(struct session *s, const struct options *o, bool writable, unsigned flags);
+
+/* Close (flush, clean log); 0 or an exit status. */
+int close_image(struct session *s, const char *image);
+
+/* tools/serve.c */
+int cmd_serve(const struct options *o);
+
+#endif
