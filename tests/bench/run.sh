@@ -64,6 +64,25 @@ done
 rm -f "$WORK"/disk*
 
 echo
+echo "== A 64 TiB disk, 1 MiB blocks (issue 9): a 512 MiB BAT through a bounded cache"
+huge="$WORK/huge.vhdx"
+qemu-img create -q -f vhdx -o block_size=1M "$huge" 64T
+fallocate -d "$huge"
+"$VHDX" cat "$huge" --offset 0 --length 1M > /dev/null      # the BAT into the page cache
+for cache in 1048576 16777216; do
+    "$BUILD/bench/bench_huge" "$huge" "$cache" | while read -r what a b c; do
+        case "$what" in
+            open) printf '  cache %5s KiB: open %s s' "$((cache / 1024))" "$a" ;;
+            random_4K) printf ', random 4 KiB reads over the whole disk %s MiB/s' "$a" ;;
+            cache) printf ', hit rate %s%% (%s of %s BAT pages cached)' \
+                       "$(awk -v h="$a" -v m="$b" 'BEGIN { printf "%.1f", 100 * h / (h + m) }')" \
+                       "$c" "$(( (64 << 20) * 8 / 4096 ))" ;;
+            core_peak) printf ', core peak %s MiB\n' "$(awk -v p="$a" 'BEGIN { printf "%.1f", p / 1048576 }')" ;;
+        esac
+    done
+done
+rm -f "$huge"
+
 echo "== Writes (issue 3): durable, against qemu-io on the same requests"
 n=${BENCH_WRITES:-1000}
 "$PYTHON" - "$n" > "$WORK/offsets" <<'PY'
