@@ -13,3 +13,6 @@
     .balign 4096
 sbat_text:
     .incbin SBAT_CSV
+
+/* No executable stack for the linker to assume. */
+    .section .note.GNU-stack, "", @progbits
