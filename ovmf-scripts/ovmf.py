@@ -36,6 +36,9 @@ OVMF_CODE_SECBOOT = os.environ.get("OVMF_CODE_SECBOOT",
                                    "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 OVMF_VARS_SNAKEOIL = os.environ.get("OVMF_VARS_SNAKEOIL",
                                     "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd")
+# Microsoft's keys as on most PCs: KEK CA 2011, and in db the Windows PCA 2011 and the
+# UEFI CA 2011 (which signs shim); the PK is Debian's.
+OVMF_VARS_MS = os.environ.get("OVMF_VARS_MS", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 QEMU = os.environ.get("QEMU", "qemu-system-x86_64")
 
 MiB = 1 << 20

@@ -10,11 +10,15 @@ OVMF_VARS_4M.snakeoil.fd (PK, KEK and db all hold it): programs signed with it r
 that firmware with Secure Boot enforcing, and nowhere else.
 
 Each signed file is checked before it counts: `sbverify --cert` against the certificate,
-`sbverify --list` without warnings (a gap in the section table is one), and a .sbat
-section, when the file had one, still there and unchanged (objdump, objcopy).
+and a .sbat section, when the file had one, still there and unchanged (objdump,
+objcopy).  Our own files (`make sign`) must also list without warnings in `sbverify
+--list` (data outside the sections, "gaps between PE/COFF sections?", is one); other
+projects' files are taken as they come (Debian's systemd-boot and kernel have such
+data: the signature covers it all the same).
 """
 
 import argparse
+import glob
 import os
 import subprocess
 import sys
@@ -47,11 +51,12 @@ def sbat_text(path):
         return out.read()
 
 
-def check_signed(path, cert):
-    """Raise SignError unless `path` verifies against `cert` and lists cleanly."""
+def check_signed(path, cert, strict=False):
+    """Raise SignError unless `path` verifies against `cert` and lists a signature (with
+    no warning, when `strict`)."""
     _run(["sbverify", "--cert", cert, path], path)
     listing = _run(["sbverify", "--list", path], path)
-    if "warning" in listing:
+    if strict and "warning" in listing:
         raise SignError("%s: sbverify --list warns: %s" % (path, listing.strip()))
     if "signature 1" not in listing:
         raise SignError("%s: sbverify --list shows no signature" % path)
@@ -78,12 +83,13 @@ class Signer:
                   "-out", self.plain], key)
             self.key = self.plain
 
-    def sign(self, src, dst):
-        """Sign `src` into `dst` (through a temporary file) and check the result."""
+    def sign(self, src, dst, strict=False):
+        """Sign `src` into `dst` (through a temporary file) and check the result;
+        `strict` for our own files (see above)."""
         tmp = dst + ".tmp"
         _run(["sbsign", "--key", self.key, "--cert", self.cert, "--output", tmp, src], src)
         try:
-            check_signed(tmp, self.cert)
+            check_signed(tmp, self.cert, strict)
             before = sbat_text(src)
             if before is not None and sbat_text(tmp) != before:
                 raise SignError("%s: the signed copy lost or changed its .sbat section" % src)
@@ -93,12 +99,12 @@ class Signer:
         os.replace(tmp, dst)
         return dst
 
-    def sign_if_newer(self, src, dst):
+    def sign_if_newer(self, src, dst, strict=False):
         """Sign unless `dst` is newer than `src` (and than the certificate)."""
         if os.path.exists(dst) and all(os.path.getmtime(dst) >= os.path.getmtime(f)
                                        for f in (src, self.cert)):
             return dst
-        return self.sign(src, dst)
+        return self.sign(src, dst, strict)
 
     def close(self):
         if self.plain:
@@ -110,6 +116,48 @@ class Signer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def certificate_der(cert):
+    """A PEM certificate in DER form (openssl)."""
+    p = subprocess.run(["openssl", "x509", "-in", cert, "-outform", "DER"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        raise SignError("%s: openssl x509 failed: %s" % (cert, p.stderr.decode().strip()))
+    return p.stdout
+
+
+# Debian's shim, signed by Microsoft's UEFI CA, and its MokManager, signed with Debian's
+# key (which shim trusts): package -> file in /usr/lib/shim.
+SHIM_FILES = {"shim-signed": "shimx64.efi.signed", "shim-helpers-amd64-signed": "mmx64.efi.signed"}
+
+
+def debian_shim(cache):
+    """{"shimx64.efi": path, "mmx64.efi": path} taken out of Debian's packages, fetched
+    into `cache` with `apt-get download` and not installed (shim-signed's scripts would
+    set GRUB up on this machine).  Reused while the packages are in the cache.  Raises
+    SignError when they cannot be had."""
+    os.makedirs(cache, exist_ok=True)
+    out = {}
+    for package, name in SHIM_FILES.items():
+        debs = sorted(glob.glob(os.path.join(cache, package + "_*.deb")))
+        if not debs:
+            p = subprocess.run(["apt-get", "download", "-q", package], cwd=cache,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            debs = sorted(glob.glob(os.path.join(cache, package + "_*.deb")))
+            if not debs:
+                raise SignError("apt-get download %s failed: %s" % (package, p.stdout.strip()))
+        target = os.path.join(cache, os.path.basename(debs[-1])[:-4] + "." + name)
+        if not os.path.exists(target):
+            tar = subprocess.run("dpkg-deb --fsys-tarfile '%s' | tar -xO ./usr/lib/shim/%s"
+                                 % (debs[-1], name), shell=True, stdout=subprocess.PIPE)
+            if tar.returncode != 0 or not tar.stdout:
+                raise SignError("%s: no /usr/lib/shim/%s in it" % (debs[-1], name))
+            with open(target + ".tmp", "wb") as f:
+                f.write(tar.stdout)
+            os.replace(target + ".tmp", target)
+        out[name.replace(".signed", "")] = target
+    return out
 
 
 def main(argv):
@@ -127,7 +175,8 @@ def main(argv):
     try:
         with Signer(args.key, args.cert, args.passphrase) as signer:
             for f in args.files:
-                dst = signer.sign(f, os.path.join(args.out, os.path.basename(f)))
+                dst = signer.sign(f, os.path.join(args.out, os.path.basename(f)),
+                                  strict=True)
                 sbat = sbat_text(dst)
                 print("signed %s: %s%s" % (dst, os.path.basename(args.cert),
                                            ", .sbat kept" if sbat else ""))

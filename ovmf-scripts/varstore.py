@@ -25,7 +25,9 @@ import sys
 import uuid
 
 EFI_GLOBAL = uuid.UUID("8BE4DF61-93CA-11D2-AA0D-00E098032B8C")
-SHIM_LOCK = uuid.UUID("605DAB50-E046-4300-ABB6-3DD810DD8B23")
+EFI_IMAGE_SECURITY_DATABASE = uuid.UUID("D719B2CB-3D3A-4596-A3BC-DAD00E67656F")   # db, dbx
+SHIM_LOCK = uuid.UUID("605DAB50-E046-4300-ABB6-3DD810DD8B23")   # MokList
+EFI_CERT_X509 = uuid.UUID("A5C059A1-94E4-4AA7-87B5-AB155C2BF072")
 AUTH_STORE = uuid.UUID("AAF32C78-947B-439A-A180-2E144EC37792")
 
 NV, BS, RT = 0x1, 0x2, 0x4
@@ -158,6 +160,13 @@ def load_option(description, device_path, attrs=LOAD_OPTION_ACTIVE, optional=b""
 
 def order(numbers):
     return b"".join(struct.pack("<H", n) for n in numbers)
+
+
+def x509_signature_list(der, owner):
+    """An EFI_SIGNATURE_LIST holding one X.509 certificate (UEFI 2.10 section 32.4.1):
+    the form of db, KEK and shim's MokList."""
+    return (EFI_CERT_X509.bytes_le + struct.pack("<III", 28 + 16 + len(der), 0, 16 + len(der))
+            + owner.bytes_le + der)
 
 
 def gpt_partition(disk, number, sector=512):
