@@ -1,6 +1,7 @@
 # vhdx-efi build.  `make` builds everything, `make run` boots Linux from a VHDX in OVMF
-# (LOADER=grub for the GRUB disk), `make check` runs every test and ends with
-# "N passed, N failed", `make bench` runs the benchmarks.  Products go under build/.
+# (LOADER=grub for the GRUB disk, SECUREBOOT=1 under Secure Boot), `make check` runs every
+# test and ends with "N passed, N failed", `make bench` runs the benchmarks, `make sign
+# KEY=... CERT=...` signs vhdx.efi and vhdxboot.efi.  Products go under build/.
 
 BUILD      := build
 CC         ?= cc
@@ -29,7 +30,7 @@ UNIT_BIN   = $(patsubst tests/c/%.c,$(BUILD)/san/tests/%,$(UNIT_SRC))
 BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all host check bench deps clean freestanding run
+.PHONY: all host check bench deps clean freestanding run sign
 all: host firmware
 host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN)
 
@@ -78,9 +79,25 @@ bench: deps
 # deps first, then the build (not as parallel prerequisites: `make -j` would build
 # before the packages are there).
 LOADER ?= sdboot
+SECUREBOOT ?=
 run: deps
 	@$(MAKE) --no-print-directory all
-	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) --loader $(LOADER)
+	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) --loader $(LOADER) \
+	    $(if $(filter-out 0,$(SECUREBOOT)),--secure-boot)
+
+# Secure Boot signing (sbsign) into $(BUILD)/efi/signed/, each file checked with
+# sbverify and its .sbat section kept.  Without KEY and CERT: the test key of Debian's
+# OVMF, trusted only by its OVMF_VARS_4M.snakeoil.fd store.  KEY_PASS is the key's
+# passphrase (sbsign asks for it when it is needed and not given).
+SNAKEOIL_KEY := /usr/share/ovmf/PkKek-1-snakeoil.key
+KEY  ?= $(SNAKEOIL_KEY)
+CERT ?= /usr/share/ovmf/PkKek-1-snakeoil.pem
+KEY_PASS ?= $(if $(filter $(SNAKEOIL_KEY),$(KEY)),snakeoil)
+sign: deps
+	@$(MAKE) --no-print-directory firmware
+	@$(PYTHON) ovmf-scripts/secureboot.py sign --key $(KEY) --cert $(CERT) \
+	    $(if $(KEY_PASS),--pass '$(KEY_PASS)') --out $(BUILD)/efi/signed \
+	    $(BUILD)/efi/vhdx.efi $(BUILD)/efi/vhdxboot.efi
 
 clean:
 	rm -rf $(BUILD)

@@ -10,6 +10,7 @@
 #   exitbs.efi   calls ExitBootServices, then powers off (tests)
 #   retloader.efi a boot loader that says where it was started from and returns (tests)
 #   host/test_config  the configuration parser built for the host (tests)
+#   sbat.csv     the .sbat text linked into vhdx.efi and vhdxboot.efi (efi/sbat.S)
 #
 # Everything is built with gnu-efi's headers, start-up code and relocation code only:
 # libefi is not linked (its Print and helpers would cost tens of KiB of the driver's
@@ -31,10 +32,20 @@ EFI_LDFLAGS  := -nostdlib -shared -Bsymbolic -znocombreloc --no-undefined \
                 -T $(GNUEFI_LIB)/elf_$(EFI_ARCH)_efi.lds $(GNUEFI_LIB)/crt0-efi-$(EFI_ARCH).o
 EFI_LIBS     := -L$(GNUEFI_LIB) -lgnuefi $(shell $(CC) -print-libgcc-file-name)
 EFI_SECTIONS := -j .text -j .sdata -j .data -j .dynamic -j .dynsym -j .rel -j .rela \
-                -j '.rel.*' -j '.rela.*' -j .reloc
+                -j '.rel.*' -j '.rela.*' -j .reloc -j .sbat
+
+# SBAT (the format shim reads, https://github.com/rhboot/shim/blob/main/SBAT.md): the
+# header line, then ours: component vhdx-efi, generation 1 (raised when a security fix
+# must revoke every older build), the version of the driver.  The URL is a placeholder
+# until the project has a public home (README, "Secure Boot").
+EFI_VERSION  := $(shell sed -n 's/^\#define VHDX_EFI_VERSION "\([^"]*\)".*/\1/p' efi/driver.c)
+SBAT_GENERATION := 1
+SBAT_URL     := https://vhdx-efi.invalid/
+SBAT_HEADER  := sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md
+SBAT_OURS    := vhdx-efi,$(SBAT_GENERATION),vhdx-efi,vhdx-efi,$(EFI_VERSION),$(SBAT_URL)
 
 EFI_HDR      := $(wildcard efi/*.h) $(CORE_HDR) $(PLAT_HDR)
-EFI_OBJ       = $(patsubst %.c,$(EFI_OUT)/obj/%.o,$(1))
+EFI_OBJ       = $(patsubst %.S,$(EFI_OUT)/obj/%.o,$(patsubst %.c,$(EFI_OUT)/obj/%.o,$(1)))
 
 # The pieces every image links: system table access, console output, memory functions.
 EFI_RUNTIME  := efi/system.c efi/console.c efi/compiler.c
@@ -43,8 +54,8 @@ EFI_RUNTIME  := efi/system.c efi/console.c efi/compiler.c
 EFI_MOUNT    := $(CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c efi/disk.c \
                 efi/blockio.c efi/shutdown.c
 
-EFI_DRIVER_SRC := efi/driver.c $(EFI_MOUNT) $(EFI_RUNTIME)
-EFI_BOOT_SRC   := efi/vhdxboot.c $(EFI_MOUNT) $(EFI_RUNTIME)
+EFI_DRIVER_SRC := efi/driver.c $(EFI_MOUNT) $(EFI_RUNTIME) efi/sbat.S
+EFI_BOOT_SRC   := efi/vhdxboot.c $(EFI_MOUNT) $(EFI_RUNTIME) efi/sbat.S
 
 EFI_APPS     := tpltest blkbench drvload exitbs retloader
 EFI_PRODUCTS := $(EFI_OUT)/vhdx.efi $(EFI_OUT)/vhdxboot.efi \
@@ -62,17 +73,47 @@ $(EFI_OUT)/obj/%.o: %.c $(EFI_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(EFI_CFLAGS) -c $< -o $@
 
-# Link a shared object, then convert it to PE/COFF with the subsystem of its kind.
+# The text is rewritten only when it changes, so the images relink only then.
+$(EFI_OUT)/sbat.csv: FORCE
+	@mkdir -p $(dir $@)
+	@[ -n "$(EFI_VERSION)" ] || { echo "efi.mk: no VHDX_EFI_VERSION in efi/driver.c" >&2; exit 1; }
+	@printf '%s\n' '$(SBAT_HEADER)' '$(SBAT_OURS)' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
+
+$(EFI_OUT)/obj/efi/sbat.o: efi/sbat.S $(EFI_OUT)/sbat.csv
+	@mkdir -p $(dir $@)
+	$(CC) -c -DSBAT_CSV='"$(EFI_OUT)/sbat.csv"' $< -o $@
+
+.PHONY: FORCE
+FORCE:
+
+# Link a shared object, then convert it to PE/COFF with the subsystem of its kind.  The
+# PE file gets no COFF symbol table (--strip-all; the .so keeps the symbols for
+# debugging): left in, it is data past the last section, which signing tools warn about
+# ("gaps between PE/COFF sections") and hash by a rule of their own.  A 4th argument
+# "sbat" checks the .sbat section.
 define efi_image
 $(EFI_OUT)/$(1).so: $(call EFI_OBJ,$(2))
 	@mkdir -p $$(dir $$@)
 	$(LD) $(EFI_LDFLAGS) $$^ -o $$@ $(EFI_LIBS)
 $(EFI_OUT)/$(1).efi: $(EFI_OUT)/$(1).so
-	objcopy $(EFI_SECTIONS) --target efi-$(3)-$(EFI_ARCH) $$< $$@
+	objcopy $(EFI_SECTIONS) --strip-all --target efi-$(3)-$(EFI_ARCH) $$< $$@
+	$(if $(4),@$$(EFI_SBAT_CHECK))
 endef
 
-$(eval $(call efi_image,vhdx,$(EFI_DRIVER_SRC),bsdrv))
-$(eval $(call efi_image,vhdxboot,$(EFI_BOOT_SRC),app))
+# The images that carry SBAT: the section is in the PE file, inside the image (an
+# address of its own, not 0), and holds exactly sbat.csv.  Run in their recipes.
+EFI_SBAT_CHECK = objdump -h $@ | awk '$$2 == ".sbat" { found = 1; if ($$4 ~ /^0+$$/) exit 2 } \
+                     END { exit !found }' || \
+                 { echo "$@: no .sbat section, or one at address 0 (efi/sbat.S)" >&2; \
+                   rm -f $@; exit 1; }; \
+                 objcopy -O binary -j .sbat $@ $@.sbat && cmp -s $@.sbat $(EFI_OUT)/sbat.csv || \
+                 { echo "$@: its .sbat section does not hold $(EFI_OUT)/sbat.csv" >&2; \
+                   rm -f $@ $@.sbat; exit 1; }; \
+                 rm -f $@.sbat
+
+$(eval $(call efi_image,vhdx,$(EFI_DRIVER_SRC),bsdrv,sbat))
+$(eval $(call efi_image,vhdxboot,$(EFI_BOOT_SRC),app,sbat))
 $(eval $(call efi_image,tpltest,efi/tpltest.c $(EFI_RUNTIME),app))
 $(eval $(call efi_image,blkbench,efi/blkbench.c platform/fat.c $(EFI_RUNTIME),app))
 $(eval $(call efi_image,drvload,efi/drvload.c $(EFI_RUNTIME),app))

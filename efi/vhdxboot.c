@@ -328,6 +328,44 @@ static EFI_STATUS find_loader(struct boot *boot)
 
 /* --- starting it -------------------------------------------------------------------- */
 
+/*
+ * SecureBoot, an EFI global variable (UEFI 2.10 section 3.3): 1 while the platform
+ * enforces Secure Boot, so that LoadImage verifies every image against db and dbx (or
+ * shim, when shim started this program, against its MOK list and SBAT too).
+ */
+static bool secure_boot_enforced(void)
+{
+    EFI_GUID global = EFI_GLOBAL_VARIABLE;
+    UINT8 value = 0;
+    UINTN size = sizeof value;
+
+    return efi_systab->RuntimeServices->GetVariable((CHAR16 *)L"SecureBoot", &global, NULL,
+                                                    &size, &value) == EFI_SUCCESS &&
+           size == 1 && value == 1;
+}
+
+/*
+ * LoadImage refused the image: Security Violation (loaded, but it must not run: the
+ * handle has to go again) or Access Denied (not loaded: UEFI 2.10 section 7.4.1).
+ * Under Secure Boot both mean the signature check failed, whichever the firmware or
+ * shim returns; without it, only the platform's own policy says why.
+ */
+static void refused(struct boot *boot, EFI_STATUS status)
+{
+    if (boot->loader)
+        efi_bs->UnloadImage(boot->loader);
+    boot->loader = NULL;
+    if (secure_boot_enforced())
+        give_up("%s on %s of %s: refused by Secure Boot (%s): it is not signed with a key "
+                "the firmware trusts (db, or shim's MOK list), or it is revoked (dbx, "
+                "SBAT); sign it, or enroll the key it is signed with", boot->loader_path,
+                boot->volume_text, boot->disk_path, efi_status_text(status));
+    else
+        give_up("%s on %s of %s: the platform's security policy refuses it (%s; Secure "
+                "Boot is off)", boot->loader_path, boot->volume_text, boot->disk_path,
+                efi_status_text(status));
+}
+
 static EFI_STATUS load_loader(struct boot *boot, EFI_HANDLE image)
 {
     EFI_DEVICE_PATH *path;
@@ -345,17 +383,8 @@ static EFI_STATUS load_loader(struct boot *boot, EFI_HANDLE image)
     case EFI_SUCCESS:
         return EFI_SUCCESS;
     case EFI_SECURITY_VIOLATION:
-        /* Loaded, but policy forbids starting it: the handle must go again. */
-        if (boot->loader)
-            efi_bs->UnloadImage(boot->loader);
-        boot->loader = NULL;
-        give_up("%s on %s of %s: refused by Secure Boot (Security Violation): it is not "
-                "signed by a key the firmware trusts, or it is revoked", boot->loader_path,
-                boot->volume_text, boot->disk_path);
-        return status;
     case EFI_ACCESS_DENIED:
-        give_up("%s on %s of %s: the platform's policy forbids loading it (Access Denied)",
-                boot->loader_path, boot->volume_text, boot->disk_path);
+        refused(boot, status);
         return status;
     default:
         give_up("%s on %s of %s: cannot load it: %s%s", boot->loader_path,

@@ -11,7 +11,9 @@ a small GPT writer below for 4096-byte sectors (which sgdisk cannot make in a fi
 firmware's partition driver then judges it).
 
 Booting: OVMF as pflash (a fresh copy of the variable store each time), the ESP image
-as an AHCI disk, the serial console on a pipe.  `boot` can answer the console as the
+as an AHCI disk, the serial console on a pipe.  `secure_boot=True` boots the Secure Boot
+build of OVMF (SMM, secure pflash) with a copy of Debian's snakeoil variable store:
+Secure Boot enforcing, the snakeoil certificate in PK, KEK and db.  `boot` can answer the console as the
 log goes by (steps of "wait for this text, then type that"), which is how tests get
 past the shell's startup countdown and drive commands a script cannot (the handle
 number `unload` needs).
@@ -30,6 +32,13 @@ import zlib
 
 OVMF_CODE = os.environ.get("OVMF_CODE", "/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = os.environ.get("OVMF_VARS", "/usr/share/OVMF/OVMF_VARS_4M.fd")
+OVMF_CODE_SECBOOT = os.environ.get("OVMF_CODE_SECBOOT",
+                                   "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_SNAKEOIL = os.environ.get("OVMF_VARS_SNAKEOIL",
+                                    "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd")
+# Microsoft's keys as on most PCs: KEK CA 2011, and in db the Windows PCA 2011 and the
+# UEFI CA 2011 (which signs shim); the PK is Debian's.
+OVMF_VARS_MS = os.environ.get("OVMF_VARS_MS", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 QEMU = os.environ.get("QEMU", "qemu-system-x86_64")
 
 MiB = 1 << 20
@@ -264,13 +273,25 @@ def clean(text):
 class Boot:
     """One QEMU run; `log` is the cleaned serial output so far."""
 
-    def __init__(self, esp, workdir, memory=512, extra=(), readonly=False):
+    def __init__(self, esp, workdir, memory=512, extra=(), readonly=False,
+                 secure_boot=False, varstore=None):
+        """`varstore`: a variable store to start from (a copy is booted) instead of the
+        firmware's blank one (or, with `secure_boot`, the snakeoil one)."""
         self.vars = os.path.join(workdir, "vars-%d.fd" % os.getpid())
-        shutil.copyfile(OVMF_VARS, self.vars)
-        cmd = [QEMU, "-machine", "q35,accel=tcg", "-m", str(memory), "-nodefaults",
+        shutil.copyfile(varstore or (OVMF_VARS_SNAKEOIL if secure_boot else OVMF_VARS),
+                        self.vars)
+        machine = "q35,accel=tcg"
+        firmware = OVMF_CODE
+        if secure_boot:
+            # The Secure Boot build keeps its variables behind SMM: QEMU must emulate
+            # SMM and let only SMM code write the flash.
+            machine += ",smm=on"
+            firmware = OVMF_CODE_SECBOOT
+            extra = ["-global", "driver=cfi.pflash01,property=secure,value=on"] + list(extra)
+        cmd = [QEMU, "-machine", machine, "-m", str(memory), "-nodefaults",
                "-nic", "none", "-no-reboot", "-display", "none", "-monitor", "none",
                "-serial", "stdio",
-               "-drive", "if=pflash,format=raw,readonly=on,file=" + OVMF_CODE,
+               "-drive", "if=pflash,format=raw,readonly=on,file=" + firmware,
                "-drive", "if=pflash,format=raw,file=" + self.vars] + list(extra)
         if readonly:
             # QEMU's IDE/AHCI disks cannot be read-only; virtio-blk can.

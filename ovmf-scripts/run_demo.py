@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """run_demo.py - `make run`: boot Linux from a VHDX file on the EFI System Partition.
 
-    run_demo.py [--build DIR] [--loader sdboot|grub] [--timeout SECONDS]
+    run_demo.py [--build DIR] [--loader sdboot|grub] [--secure-boot] [--run-dir DIR]
+                [--timeout SECONDS]
 
 1. the demo disk (ovmf-scripts/demo/build-demo.sh, cached in BUILD/demo): a GPT disk
    whose ESP holds systemd-boot (or GRUB, --loader grub), Debian's cloud kernel and a
@@ -15,12 +16,21 @@
    the loader starts Linux with console=ttyS0.  The serial console is shown as it comes
    (and kept in BUILD/run/LOADER.log).
 
+--secure-boot (`make run SECUREBOOT=1`, systemd-boot only) boots the Secure Boot build of
+OVMF with Debian's snakeoil variable store (enforcing; ovmf.Boot), and signs with the
+snakeoil key (secureboot.py): vhdxboot.efi (BUILD/run/secureboot/vhdxboot.efi), and
+systemd-boot and the kernel on a copy of the demo disk (BUILD/demo/
+disk-sdboot.secureboot.raw, remade when the disk changes).  It passes only when the
+kernel's EFI stub says "UEFI Secure Boot is enabled.".  The initrd is not signed: the kernel's EFI stub
+loads it as data, and Secure Boot checks only code.
+
 Exit status 0 once the init banner appears (QEMU is stopped if it has not powered off
 by itself soon after), 1 with the reason otherwise (time limit, the firmware fell back
 to its shell, QEMU exited early, a kernel panic), 2 for a bad command line or a missing
 build product.  Everything in steps 1-3 is reused while its inputs are unchanged.
 
-tests/boot.test imports this module for the same steps.
+The last line says PASS or FAILED, and why.  tests/boot.test imports this module for
+the same steps; tests/secureboot.test runs it with --secure-boot.
 """
 
 import argparse
@@ -36,6 +46,7 @@ TOP = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import ovmf  # noqa: E402
+import secureboot  # noqa: E402
 
 MiB = 1 << 20
 DEMO_SOURCES = [os.path.join(HERE, "demo", n)
@@ -153,16 +164,19 @@ def extract(esp, name, out):
 class Watch:
     """One QEMU boot of `disks` (raw images, AHCI ports in order, at most six) and
     `virtio` (more raw images, as virtio-blk disks) through ovmf.Boot, echoing whole
-    console lines as they come when `echo` is given."""
+    console lines as they come when `echo` is given.  `secure_boot` and `varstore` go
+    to ovmf.Boot."""
 
-    def __init__(self, disks, workdir, echo=None, virtio=()):
+    def __init__(self, disks, workdir, echo=None, virtio=(), secure_boot=False,
+                 varstore=None):
         extra = []
         for disk in disks[1:]:
             extra += ["-drive", "file=%s,format=raw,if=ide" % disk]
         for disk in virtio:
             extra += ["-drive", "file=%s,format=raw,if=virtio" % disk]
         self.start = time.time()
-        self.boot = ovmf.Boot(disks[0], workdir, extra=extra)
+        self.boot = ovmf.Boot(disks[0], workdir, extra=extra, secure_boot=secure_boot,
+                              varstore=varstore)
         self.echo = echo
         self.shown = 0
         self.seen = {}
@@ -221,43 +235,98 @@ def last_vhdxboot_error(log):
     return lines[-1] if lines else None
 
 
-def prepare(build, loader, run_dir, log=say):
-    """Steps 1-3 (outputs in `run_dir`); returns (outer ESP image to boot, demo.env)."""
+def signed_demo_disk(demo, env, signer, log=say):
+    """A copy of the systemd-boot demo disk whose systemd-boot and kernel are signed
+    (BUILD/demo/disk-sdboot.secureboot.raw), remade when older than the disk or the
+    certificate."""
+    raw = os.path.join(demo, env[LOADERS["sdboot"]])
+    out = os.path.join(demo, "disk-sdboot.secureboot.raw")
+    if newer(out, [raw, signer.cert]):
+        return out
+    tmp = out + ".tmp"
+    subprocess.run(["cp", "--sparse=always", raw, tmp], check=True)
+    offset = int(env["DISK_SDBOOT_ESP_START_LBA"]) * 512
+    work = os.path.join(demo, "signing")
+    os.makedirs(work, exist_ok=True)
+    for name in ("EFI/BOOT/BOOTX64.EFI", "vmlinuz"):
+        data = ovmf.fat_get(tmp, name, offset)
+        if data is None:
+            raise Failure("%s: no %s on its ESP" % (raw, name))
+        plain = os.path.join(work, os.path.basename(name))
+        with open(plain, "wb") as f:
+            f.write(data)
+        signer.sign(plain, plain + ".signed")
+        ovmf.fat_put(tmp, {name: plain + ".signed"}, offset)
+    shutil.rmtree(work)
+    os.replace(tmp, out)
+    log("signed systemd-boot and the kernel on a copy of the demo disk: " + out)
+    return out
+
+
+def prepare(build, loader, run_dir, log=say, secure_boot=False):
+    """Steps 1-3 (outputs in `run_dir`); returns (outer ESP image to boot, demo.env).
+    `secure_boot`: vhdxboot.efi, systemd-boot and the kernel signed with the snakeoil
+    key."""
     efi = os.path.join(build, "efi", "vhdxboot.efi")
     if not os.path.exists(efi):
         raise Failure("%s is missing: run make first" % efi)
+    if secure_boot and loader != "sdboot":
+        raise Failure("--secure-boot boots the systemd-boot disk only: the demo's GRUB is "
+                      "unsigned and, under Secure Boot, GRUB wants shim")
     demo, env = ensure_demo(build, log)
     os.makedirs(run_dir, exist_ok=True)
     raw = os.path.join(demo, env[LOADERS[loader]])
-    vhdx = os.path.join(run_dir, "demo-%s.vhdx" % loader)
+    name = loader + ("-secureboot" if secure_boot else "")
+    if secure_boot:
+        signed_dir = os.path.join(run_dir, "secureboot")
+        os.makedirs(signed_dir, exist_ok=True)
+        try:
+            with secureboot.Signer() as signer:
+                efi = signer.sign_if_newer(efi, os.path.join(signed_dir, "vhdxboot.efi"),
+                                           strict=True)
+                raw = signed_demo_disk(demo, env, signer, log)
+        except secureboot.SignError as e:
+            raise Failure("signing for Secure Boot failed: %s" % e)
+    vhdx = os.path.join(run_dir, "demo-%s.vhdx" % name)
     if make_vhdx(raw, vhdx):
         log("converted %s to a dynamic VHDX: %s (%d MiB)" % (
             os.path.basename(raw), vhdx, os.path.getsize(vhdx) // MiB))
-    esp = os.path.join(run_dir, "esp-%s.img" % loader)
+    esp = os.path.join(run_dir, "esp-%s.img" % name)
     files = {"EFI/BOOT/BOOTX64.EFI": efi, "EFI/BOOT/vhdxboot.cfg": BOOT_CONFIG,
              "demo.vhdx": vhdx}
     if make_outer_esp(esp, files, sources=[efi, vhdx, os.path.abspath(__file__)]):
-        log("made the outer ESP %s: \\EFI\\BOOT\\BOOTX64.EFI = vhdxboot.efi, "
-            "\\EFI\\BOOT\\vhdxboot.cfg, \\demo.vhdx" % esp)
-    booted = os.path.join(run_dir, "esp-%s.boot.img" % loader)
+        log("made the outer ESP %s: \\EFI\\BOOT\\BOOTX64.EFI = %svhdxboot.efi, "
+            "\\EFI\\BOOT\\vhdxboot.cfg, \\demo.vhdx" % (esp, "signed " if secure_boot else ""))
+    booted = os.path.join(run_dir, "esp-%s.boot.img" % name)
     subprocess.run(["cp", "--sparse=always", esp, booted], check=True)
     return booted, env
 
 
-def run(build, loader, timeout):
+# The kernel's own words: its EFI stub reads the SecureBoot and SetupMode variables and
+# says this only when Secure Boot is enforcing (Debian's kernel then also locks itself
+# down: "Kernel is locked down from EFI Secure Boot").
+KERNEL_SECURE_BOOT = "EFI stub: UEFI Secure Boot is enabled."
+# The firmware's boot manager refusing the outer disk's BOOTX64.EFI (vhdxboot.efi).
+FIRMWARE_REFUSED = r'^BdsDxe: failed to load Boot\w+ "UEFI QEMU HARDDISK[^"]*" from .*$'
+
+
+def run(build, loader, timeout, run_dir=None, secure_boot=False):
     t0 = time.time()
-    run_dir = os.path.join(build, "run")
+    run_dir = run_dir or os.path.join(build, "run")
     try:
-        esp, env = prepare(build, loader, run_dir)
+        esp, env = prepare(build, loader, run_dir, secure_boot=secure_boot)
     except Failure as e:
         say("FAILED: %s" % e)
         return 1
-    log_path = os.path.join(run_dir, "%s.log" % loader)
-    say("booting OVMF (QEMU, TCG) from %s; serial console follows, log in %s" % (
-        esp, log_path))
+    log_path = os.path.join(run_dir, "%s%s.log" % (loader, "-secureboot" if secure_boot
+                                                    else ""))
+    say("booting OVMF (QEMU, TCG%s) from %s; serial console follows, log in %s" % (
+        ", Secure Boot enforcing with the snakeoil keys" if secure_boot else "", esp,
+        log_path))
     print("-" * 78, flush=True)
     try:
-        watch = Watch([esp], run_dir, echo=lambda line: print(line, flush=True))
+        watch = Watch([esp], run_dir, echo=lambda line: print(line, flush=True),
+                      secure_boot=secure_boot)
     except OSError as e:
         say("FAILED: cannot start %s: %s (package qemu-system-x86)" % (ovmf.QEMU, e))
         return 1
@@ -266,6 +335,9 @@ def run(build, loader, timeout):
         "shell": r"^Shell> ",
         "grub": r"^grub> ",
         "panic": r"Kernel panic",
+        # Under Secure Boot the shell is refused too: no prompt to wait for.
+        "gave_up": r"^vhdxboot: .*returning to the firmware$",
+        "refused": FIRMWARE_REFUSED,
     }, timeout)
     if outcome == "banner":
         # Let /init finish and power off (it prints its variables first).
@@ -276,16 +348,26 @@ def run(build, loader, timeout):
     log = watch.boot.log
     with open(log_path, "w") as f:
         f.write(log)
-    if outcome == "banner":
-        say("PASS: Linux booted from \\demo.vhdx through vhdxboot.efi and %s: init banner "
-            "%.1f s after QEMU started%s" % (
-                "systemd-boot" if loader == "sdboot" else "GRUB", watch.seen["banner"],
-                "" if exited else " (QEMU did not power off by itself: stopped)"))
+    if outcome == "banner" and (not secure_boot or KERNEL_SECURE_BOOT in log):
         after_boot_check(esp, run_dir, build)
-        say("total %.1f s" % (time.time() - t0))
+        say("PASS: Linux booted from \\demo.vhdx through vhdxboot.efi and %s%s: init banner "
+            "%.1f s after QEMU started%s; total %.1f s" % (
+                "systemd-boot" if loader == "sdboot" else "GRUB",
+                ", all three signed, under Secure Boot enforcing (snakeoil keys; the "
+                "kernel's EFI stub: \"UEFI Secure Boot is enabled.\")" if secure_boot else "",
+                watch.seen["banner"],
+                "" if exited else " (QEMU did not power off by itself: stopped)",
+                time.time() - t0))
         return 0
     gave_up = last_vhdxboot_error(log)
-    if outcome == "shell":
+    if outcome == "banner":
+        reason = "Linux booted, but its EFI stub did not say %r" % KERNEL_SECURE_BOOT
+    elif outcome == "refused":
+        reason = "the firmware refused vhdxboot.efi: " + re.search(FIRMWARE_REFUSED, log,
+                                                                  re.M).group(0)
+    elif outcome == "gave_up":
+        reason = "vhdxboot.efi gave up"
+    elif outcome == "shell":
         reason = "the firmware fell back to the UEFI Shell: the boot option failed"
     elif outcome == "grub":
         reason = "GRUB stopped at its prompt"
@@ -322,14 +404,24 @@ def main():
     ap = argparse.ArgumentParser(description="Boot Linux from a VHDX on the ESP in OVMF.")
     ap.add_argument("--build", default=os.path.join(TOP, "build"))
     ap.add_argument("--loader", default="sdboot", choices=sorted(LOADERS))
+    ap.add_argument("--secure-boot", action="store_true",
+                    help="sign and boot under Secure Boot (snakeoil keys; systemd-boot)")
+    ap.add_argument("--run-dir", help="where the run's files go (default BUILD/run)")
     ap.add_argument("--timeout", type=int, default=300,
                     help="seconds to wait for the init banner (default 300)")
     args = ap.parse_args()
-    for f in (ovmf.OVMF_CODE, ovmf.OVMF_VARS):
+    if args.secure_boot and args.loader != "sdboot":
+        say("FAILED: Secure Boot boots the systemd-boot disk only (LOADER=sdboot): the "
+            "demo's GRUB is not signed, and under Secure Boot GRUB wants shim")
+        return 2
+    firmware = [ovmf.OVMF_CODE_SECBOOT, ovmf.OVMF_VARS_SNAKEOIL] if args.secure_boot else \
+        [ovmf.OVMF_CODE, ovmf.OVMF_VARS]
+    for f in firmware:
         if not os.path.exists(f):
             say("FAILED: %s is missing (package ovmf; scripts/deps.sh)" % f)
             return 2
-    return run(os.path.abspath(args.build), args.loader, args.timeout)
+    return run(os.path.abspath(args.build), args.loader, args.timeout,
+               args.run_dir and os.path.abspath(args.run_dir), args.secure_boot)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Helpers shared by the Python test suites (see tests/run.sh for the protocol)."""
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import traceback
 
 VHDX = os.environ.get("VHDX", "build/san/vhdx")
 WORK = os.environ.get("WORK", "/tmp")
@@ -147,3 +149,166 @@ def libvhdi_vs(img, p, replay=True):
         return img.diff_reader(lambda off, n: f.read_buffer_at_offset(n, off), replay=replay)
     finally:
         f.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Firmware boot suites (boot.test, secureboot.test): cases as check functions that return
+# None or the reason, disks made with oracle tools, QEMU boots through run_demo.Watch.
+
+failures = 0
+BOOT_TIMEOUT = 240
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+DATA_TYPE = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+
+
+def _ovmf_scripts():
+    top = os.environ.get("TOP") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    where = os.path.join(top, "ovmf-scripts")
+    if where not in sys.path:
+        sys.path.insert(0, where)
+
+
+def report(name, problem, detail=None):
+    """PASS when `problem` is None, else FAIL with the reason and detail lines."""
+    global failures
+    if problem is None:
+        print("PASS " + name)
+        sys.stdout.flush()
+        return
+    failures += 1
+    print("FAIL %s: %s" % (name, problem))
+    for line in (detail or "").splitlines()[-60:]:
+        print("    " + line)
+    sys.stdout.flush()
+
+
+def check(name, fn, *args, detail=None):
+    """Run a check function returning None or a reason; exceptions are failures."""
+    try:
+        problem = fn(*args)
+    except Exception as e:  # a broken check is a failed case, with the traceback
+        problem = "%s: %s" % (type(e).__name__, e)
+        detail = (detail or "") + "\n" + traceback.format_exc()
+    report(name, problem, detail)
+    return problem is None
+
+
+def run(cmd):
+    """(exit status, stdout text, stderr text) of a command."""
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def crlf(lines):
+    return "".join(line + "\r\n" for line in lines).encode()
+
+
+def log_guid_zero(p):
+    """True when the current header (spec 2.2.2) has no LogGuid: the log was closed."""
+    import vhdxgen
+    best = None
+    with open(p, "rb") as f:
+        for slot in (64 * 1024, 128 * 1024):
+            f.seek(slot)
+            h = bytearray(f.read(4096))
+            if h[:4] != b"head":
+                continue
+            stored = int.from_bytes(h[4:8], "little")
+            h[4:8] = b"\0\0\0\0"
+            if vhdxgen.crc32c(bytes(h)) != stored:
+                continue
+            seq = int.from_bytes(h[8:16], "little")
+            if best is None or seq > best[0]:
+                best = (seq, bytes(h[48:64]))
+    return best is not None and best[1] == bytes(16)
+
+
+def image_problems(p):
+    """`vhdx check` (ours, sanitized) and `qemu-img check` clean, log closed."""
+    rc, out, err = run([VHDX, "check", p])
+    if rc != 0:
+        return "vhdx check exited %d: %s %s" % (rc, out, err)
+    rc, out, err = run(["qemu-img", "check", p])
+    if rc != 0:
+        return "qemu-img check exited %d: %s %s" % (rc, out, err)
+    if not log_guid_zero(p):
+        return "the current header still names a log (LogGuid set): not closed"
+    return None
+
+
+def in_order(log, texts):
+    """None when every text appears, each after the previous; else what is missing."""
+    at = 0
+    for text in texts:
+        found = log.find(text, at)
+        if found < 0:
+            where = "at all" if log.find(text) < 0 else "in order"
+            return "no %r %s" % (text, where)
+        at = found + len(text)
+    return None
+
+
+def split_boot_options(log):
+    """The log cut at each "BdsDxe: starting Boot####" line."""
+    starts = [m.start() for m in re.finditer(r"^BdsDxe: starting Boot", log, re.M)]
+    return [log[a:b] for a, b in zip(starts, starts[1:] + [len(log)])]
+
+
+def boot_and_wait(disks, name, until, timeout=BOOT_TIMEOUT, **boot_args):
+    """Boot `disks` (run_demo.Watch; `boot_args` go to it); wait for the regex `until`,
+    then for QEMU to power off (20 s at most).  The log is kept in WORK/NAME.log.
+    Returns (log, matched, powered off by itself)."""
+    _ovmf_scripts()
+    import run_demo
+    watch = run_demo.Watch(disks, WORK, **boot_args)
+    matched = watch.wait({"until": until, "shell": r"^Shell> ", "grub": r"^grub> ",
+                          "panic": r"Kernel panic"}, timeout) == "until"
+    exited = watch.finish(20 if matched else 2)
+    log = watch.boot.log
+    with open(os.path.join(WORK, name + ".log"), "w") as f:
+        f.write(log)
+    return log, matched, exited
+
+
+def gpt_fat_disk(p, partitions, size=64 * MiB):
+    """A raw GPT disk with FAT partitions [(type GUID, label, {name: data}), ...] of
+    equal size (sgdisk, mkfs.fat, mtools).  Returns the byte offset of each partition."""
+    _ovmf_scripts()
+    import ovmf
+    with open(p, "wb") as f:
+        f.truncate(size)
+    each = (size // 512 - 2048 - 34) // len(partitions) // 2048 * 2048
+    cmd = ["sgdisk", "-o"]
+    for i, (kind, label, _) in enumerate(partitions, 1):
+        start = 2048 + (i - 1) * each
+        cmd += ["-n", "%d:%d:%d" % (i, start, start + each - 1), "-t", "%d:%s" % (i, kind),
+                "-c", "%d:%s" % (i, label)]
+    ovmf.run(cmd + [p])
+    offsets = []
+    for i, (kind, label, files) in enumerate(partitions, 1):
+        offset = (2048 + (i - 1) * each) * 512
+        part = p + ".part"
+        with open(part, "wb") as f:
+            f.truncate(each * 512)
+        ovmf.run(["mkfs.fat", "-n", label[:11], part])
+        ovmf.fat_put(part, files)
+        with open(part, "rb") as src, open(p, "r+b") as dst:
+            dst.seek(offset)
+            dst.write(src.read())
+        os.unlink(part)
+        offsets.append(offset)
+    return offsets
+
+
+def inner_vhdx(name, partitions, keep_raw=False):
+    """gpt_fat_disk (WORK/NAME.raw) converted to a dynamic VHDX (qemu-img, 1 MiB blocks);
+    returns (path, partition offsets).  `keep_raw` leaves the raw disk beside it."""
+    _ovmf_scripts()
+    import ovmf
+    raw = os.path.join(WORK, name + ".raw")
+    offsets = gpt_fat_disk(raw, partitions)
+    p = os.path.join(WORK, name + ".vhdx")
+    ovmf.vhdx_from_raw(raw, p, "dynamic", MiB)
+    if not keep_raw:
+        os.unlink(raw)
+    return p, offsets
