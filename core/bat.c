@@ -226,6 +226,22 @@ static int find_sharer(struct vhdx_disk *disk, uint64_t limit, uint64_t offset,
     return VHDX_OK;
 }
 
+/*
+ * At a chunk's sector-bitmap entry (it follows the chunk's payload entries): a
+ * PARTIALLY_PRESENT block needs its chunk's bitmap block present (spec 2.5.1.2).
+ */
+static int check_chunk_bitmap(struct vhdx_disk *disk, uint64_t index, unsigned state)
+{
+    struct bat *bat = &disk->bat;
+    uint64_t partial = bat->chunk_partial;
+
+    bat->chunk_partial = 0;
+    if (!partial || state == SB_PRESENT)
+        return VHDX_OK;
+    return problem(disk, false, VHDX_E_BITMAP_MISSING, partial - 1,
+                   index / ((uint64_t)bat->chunk_ratio + 1), NULL);
+}
+
 static int check_entry(struct vhdx_disk *disk, uint64_t index, uint64_t entry,
                        uint8_t *scratch)
 {
@@ -242,6 +258,11 @@ static int check_entry(struct vhdx_disk *disk, uint64_t index, uint64_t entry,
             return rc;
     }
     rc = check_state(disk, index, entry, is_bitmap, &allocated);
+    if (!rc && is_bitmap)
+        rc = check_chunk_bitmap(disk, index, state);
+    else if (!rc && state == PAYLOAD_PARTIALLY_PRESENT && disk->geometry.has_parent &&
+             !bat->chunk_partial)
+        bat->chunk_partial = index + 1;
     if (rc || !allocated || !block_extent(disk, index, entry, &length, &needed))
         return rc;
     if (!is_bitmap) {
@@ -334,4 +355,40 @@ int bat_set_payload(struct vhdx_disk *disk, uint64_t block, uint64_t entry)
     bat->present += (entry & BAT_STATE_MASK) == PAYLOAD_FULLY_PRESENT;
     bat->partial += (entry & BAT_STATE_MASK) == PAYLOAD_PARTIALLY_PRESENT;
     return VHDX_OK;
+}
+
+int bat_get_bitmap(struct vhdx_disk *disk, uint64_t chunk, uint64_t *entry)
+{
+    uint64_t index;
+    const uint8_t *page;
+    int rc;
+
+    if (chunk >= disk->bat.bitmap_blocks)
+        return fail(disk, VHDX_E_RANGE, chunk, chunk, NULL);
+    index = vhdx_bat_bitmap_index(chunk, disk->bat.chunk_ratio);
+    if (index >= disk->bat.entries) {
+        *entry = SB_NOT_PRESENT;    /* a dynamic disk's last chunk has no entry */
+        return VHDX_OK;
+    }
+    rc = cache_read(disk, page_offset(disk, index), &page);
+    if (!rc)
+        *entry = get_le64(page + index % BAT_ENTRIES_PER_PAGE * 8);
+    return rc;
+}
+
+int bat_set_bitmap(struct vhdx_disk *disk, uint64_t chunk, uint64_t entry)
+{
+    uint64_t index;
+    uint8_t *page;
+    int rc;
+
+    if (chunk >= disk->bat.bitmap_blocks)
+        return fail(disk, VHDX_E_RANGE, chunk, chunk, NULL);
+    index = vhdx_bat_bitmap_index(chunk, disk->bat.chunk_ratio);
+    if (index >= disk->bat.entries)
+        return fail(disk, VHDX_E_RANGE, index, index, NULL);
+    rc = cache_modify(disk, page_offset(disk, index), &page);
+    if (!rc)
+        put_le64(page + index % BAT_ENTRIES_PER_PAGE * 8, entry);
+    return rc;
 }

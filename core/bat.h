@@ -19,6 +19,8 @@ struct bat {
     uint64_t entries;               /* entries the geometry requires */
     uint64_t present;               /* payload blocks FULLY_PRESENT */
     uint64_t partial;               /* payload blocks PARTIALLY_PRESENT */
+    uint64_t chunk_partial;         /* validation: first PARTIALLY_PRESENT entry of the
+                                       chunk being read, + 1 (0: none yet) */
 };
 
 /* The geometry from the metadata; the BAT region must hold every entry. */
@@ -33,5 +35,8 @@ int bat_validate(struct vhdx_disk *disk);
 /* The entry of payload block `block`, and changing it (VHDX_E_RANGE past the end). */
 int bat_get_payload(struct vhdx_disk *disk, uint64_t block, uint64_t *entry);
 int bat_set_payload(struct vhdx_disk *disk, uint64_t block, uint64_t entry);
+/* The entry of the sector-bitmap block of `chunk` (differencing disks), and changing it. */
+int bat_get_bitmap(struct vhdx_disk *disk, uint64_t chunk, uint64_t *entry);
+int bat_set_bitmap(struct vhdx_disk *disk, uint64_t chunk, uint64_t entry);
 
 #endif

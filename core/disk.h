@@ -6,7 +6,9 @@
 #define VHDX_DISK_H
 
 #include "bat.h"
+#include "bitmap.h"
 #include "cache.h"
+#include "chain.h"
 #include "crc32c.h"
 #include "errors.h"
 #include "file.h"
@@ -15,7 +17,9 @@
 #include "logscan.h"
 #include "logwrite.h"
 #include "metadata.h"
+#include "open.h"
 #include "overlay.h"
+#include "read.h"
 #include "region.h"
 #include "replay.h"
 #include "resolve.h"
@@ -33,9 +37,11 @@ struct vhdx_disk {
     struct geometry geometry;       /* metadata.c */
     struct locator locator;         /* metadata.c */
     struct bat bat;                 /* bat.c */
+    struct chain chain;             /* chain.c */
     struct space space;             /* space.c */
     struct page_cache cache;        /* cache.c */
     struct log_writer logw;         /* logwrite.c */
+    struct reader reader;           /* read.c */
     struct write_state write;       /* write.c */
 };
 

@@ -3,7 +3,8 @@
  * section 13): identifier and headers; the log, replayed in memory (nothing else may be
  * read before a dirty log is replayed, trap T14); region table, metadata and BAT,
  * validated through the replayed view; only then is anything written (the replay,
- * in place, for a writable open).
+ * in place, for a writable open).  One file: chain.c opens a differencing disk's
+ * parents on top of this.
  */
 #include "disk.h"
 
@@ -14,16 +15,18 @@ static bool platform_complete(const struct vhdx_platform *p)
 
 static void disk_free(struct vhdx_disk *disk)
 {
-    const struct vhdx_platform platform = disk->file.platform;
+    void (*release)(void *, void *) = disk->file.platform.release;
+    void *context = disk->file.platform.context;
 
     overlay_release(disk);
+    write_release(disk);
     logw_release(disk);
     cache_release(disk);
     core_free(disk, disk->space.map);
     metadata_release(disk);
     region_table_release(disk);
     file_release(disk);
-    platform.release(platform.context, disk);
+    release(context, disk);
 }
 
 static int open_steps(struct vhdx_disk *disk, const struct vhdx_open_options *options)
@@ -70,9 +73,8 @@ static int early_failure(struct vhdx_diag *diag, enum vhdx_error code, uint64_t 
     return code;
 }
 
-int vhdx_open_with(const struct vhdx_platform *platform,
-                   const struct vhdx_open_options *options, struct vhdx_disk **out,
-                   struct vhdx_diag *diag)
+int disk_open(const struct vhdx_platform *platform, const struct vhdx_open_options *options,
+              struct vhdx_disk **out, struct vhdx_diag *diag)
 {
     struct vhdx_disk *disk;
     bool want_write = options->flags & VHDX_OPEN_WRITABLE;
@@ -99,7 +101,7 @@ int vhdx_open_with(const struct vhdx_platform *platform,
         rc = open_steps(disk, options);
     if (rc) {
         if (diag)
-            *diag = disk->report.diag;
+            mem_copy(diag, &disk->report.diag, sizeof *diag);
         disk_free(disk);
         return rc;
     }
@@ -109,15 +111,7 @@ int vhdx_open_with(const struct vhdx_platform *platform,
     return VHDX_OK;
 }
 
-int vhdx_open(const struct vhdx_platform *platform, unsigned flags,
-              struct vhdx_disk **disk, struct vhdx_diag *diag)
-{
-    struct vhdx_open_options options = { flags, 0 };
-
-    return vhdx_open_with(platform, &options, disk, diag);
-}
-
-int vhdx_close(struct vhdx_disk *disk, struct vhdx_diag *diag)
+int disk_close(struct vhdx_disk *disk, struct vhdx_diag *diag)
 {
     int rc = VHDX_OK;
 
@@ -131,7 +125,7 @@ int vhdx_close(struct vhdx_disk *disk, struct vhdx_diag *diag)
             rc = logw_close(disk);
     }
     if (rc && diag)
-        *diag = disk->report.diag;
+        mem_copy(diag, &disk->report.diag, sizeof *diag);
     disk_free(disk);
     return rc;
 }
@@ -181,6 +175,10 @@ void vhdx_get_info(const struct vhdx_disk *disk, struct vhdx_info *info)
     info->blocks_partial = bat->partial;
     info->parent_locator_entries = disk->locator.count;
     info->parent_locator_type = disk->locator.type;
+    info->parent_key = disk->chain.key;
+    info->parent_path = disk->chain.key ? disk->chain.path : NULL;
+    info->parent_linkage2 = disk->chain.linkage2;
+    info->chain_depth = disk->chain.depth;
     info->cache_pages = disk->cache.count;
     info->cache_hits = disk->cache.hits;
     info->cache_misses = disk->cache.misses;

@@ -19,8 +19,8 @@ int resolve_check(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const
     if (add_overflows(sector, count, &end) || end > total ||
         count > (SIZE_MAX >> g->sector_shift))
         return fail(disk, VHDX_E_RANGE, sector, end - 1, NULL);
-    if (g->has_parent)
-        return fail(disk, VHDX_E_DIFFERENCING, 0, 0, "reading needs the parent");
+    if (g->has_parent && !disk->chain.parent)
+        return fail(disk, VHDX_E_NO_PARENT, 0, 0, "it was opened alone");
     return VHDX_OK;
 }
 
@@ -30,8 +30,11 @@ static bool add_piece(struct resolved *out, enum run_kind kind, uint64_t offset,
 {
     struct run *last = out->count ? &out->runs[out->count - 1] : NULL;
 
+    /* Zeros always continue zeros; stored runs continue where the file does. */
     if (last && last->kind == kind &&
-        (kind != RUN_DATA || last->file_offset + last->length == file_offset)) {
+        (kind == RUN_ZERO ? true
+         : last->file_offset == 0 ? file_offset == 0
+                                  : last->file_offset + last->length == file_offset)) {
         last->length += length;
         out->length += length;
         return true;
@@ -41,6 +44,33 @@ static bool add_piece(struct resolved *out, enum run_kind kind, uint64_t offset,
     out->runs[out->count++] = (struct run){ kind, offset, length, file_offset };
     out->length += length;
     return true;
+}
+
+/*
+ * A PARTIALLY_PRESENT piece: sectors whose bit is set are in this file at `home` on;
+ * the others come from the parent.  *done is how much was added (the runs may fill up).
+ */
+static int add_bitmap_runs(struct vhdx_disk *disk, struct resolved *out, uint64_t offset,
+                           uint64_t length, uint64_t home, uint64_t *done)
+{
+    unsigned shift = disk->geometry.sector_shift;
+    uint64_t at = 0;
+
+    while (at < length) {
+        uint64_t run;
+        bool present;
+        int rc = bitmap_run(disk, (offset + at) >> shift, (length - at) >> shift, &run,
+                            &present);
+
+        if (rc)
+            return rc;
+        run <<= shift;
+        if (!add_piece(out, present ? RUN_DATA : RUN_PARENT, offset + at, run, home + at))
+            break;
+        at += run;
+    }
+    *done = at;
+    return VHDX_OK;
 }
 
 int resolve(struct vhdx_disk *disk, uint64_t offset, uint64_t length, struct resolved *out)
@@ -61,11 +91,22 @@ int resolve(struct vhdx_disk *disk, uint64_t offset, uint64_t length, struct res
         if (rc)
             return rc;
         state = (unsigned)(entry & BAT_STATE_MASK);
-        if (state == PAYLOAD_FULLY_PRESENT)
+        if (state == PAYLOAD_PARTIALLY_PRESENT && g->has_parent) {
+            rc = add_bitmap_runs(disk, out, offset, piece, (entry & BAT_OFFSET_MASK) + in_block,
+                                 &piece);
+            if (rc)
+                return rc;
+            added = piece != 0;
+        } else if (state == PAYLOAD_FULLY_PRESENT) {
             added = add_piece(out, RUN_DATA, offset, piece,
                               (entry & BAT_OFFSET_MASK) + in_block);
-        else
+        } else if (state == PAYLOAD_NOT_PRESENT && g->has_parent) {
+            /* Spec 2.5.1.1: only NOT_PRESENT reads from the parent; ZERO, UNDEFINED
+             * and UNMAPPED read as zeros in a differencing disk too (trap T20). */
+            added = add_piece(out, RUN_PARENT, offset, piece, 0);
+        } else {
             added = add_piece(out, RUN_ZERO, offset, piece, 0);
+        }
         if (!added)
             break;
         offset += piece;

@@ -23,7 +23,8 @@ struct run {
     enum run_kind kind;
     uint64_t offset;                /* virtual byte offset */
     uint64_t length;
-    uint64_t file_offset;           /* RUN_DATA */
+    uint64_t file_offset;           /* RUN_DATA; RUN_PARENT: where the block stores the
+                                       run in this file (PARTIALLY_PRESENT), else 0 */
 };
 
 #define RESOLVE_MAX_RUNS 16u

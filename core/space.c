@@ -86,10 +86,10 @@ uint64_t space_limit(const struct vhdx_disk *disk)
     return 2 * limit + 64ull * MIB;
 }
 
-int space_next_block(struct vhdx_disk *disk, uint64_t *offset)
+int space_next(struct vhdx_disk *disk, uint64_t size, uint64_t *offset)
 {
     struct space *s = &disk->space;
-    uint64_t end = s->end + disk->geometry.block_size;
+    uint64_t end = s->end + size;
     int rc;
 
     if (end > disk->file.real_size) {
@@ -114,10 +114,10 @@ int space_zero(struct vhdx_disk *disk, uint64_t from, uint64_t to)
     return to > from ? file_zero(disk, from, to - from) : VHDX_OK;
 }
 
-void space_take_block(struct vhdx_disk *disk, uint64_t offset)
+void space_take(struct vhdx_disk *disk, uint64_t offset, uint64_t size)
 {
     struct space *s = &disk->space;
-    uint64_t end = offset + disk->geometry.block_size;
+    uint64_t end = offset + size;
 
     s->end = max_u64(s->end, end);
     s->zero_from = max_u64(s->zero_from, end);

@@ -38,12 +38,12 @@ void space_finish(struct vhdx_disk *disk);
  */
 uint64_t space_limit(const struct vhdx_disk *disk);
 
-/* Where a new block goes (the file grows to hold it); the block is not taken yet. */
-int space_next_block(struct vhdx_disk *disk, uint64_t *offset);
-/* Zero [from, to) of a new block, except what is known to read as zeros already. */
+/* Where a new object of `size` bytes goes (the file grows to hold it); not taken yet. */
+int space_next(struct vhdx_disk *disk, uint64_t size, uint64_t *offset);
+/* Zero [from, to) of a new object, except what is known to read as zeros already. */
 int space_zero(struct vhdx_disk *disk, uint64_t from, uint64_t to);
-/* The block at `offset` holds its data now: the next one goes after it. */
-void space_take_block(struct vhdx_disk *disk, uint64_t offset);
+/* The object at `offset` holds its data now: the next one goes after it. */
+void space_take(struct vhdx_disk *disk, uint64_t offset, uint64_t size);
 /* Grow the file so that `bytes` (rounded up to blocks) of room follow `end`. */
 int space_reserve(struct vhdx_disk *disk, uint64_t bytes);
 

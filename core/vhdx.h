@@ -28,6 +28,7 @@ enum vhdx_error_class {
     VHDX_CLASS_IO,              /* the platform failed a read, write, flush or size */
     VHDX_CLASS_NO_MEMORY,       /* an allocation failed or would exceed a bound */
     VHDX_CLASS_NO_SPACE,        /* the file cannot grow any further */
+    VHDX_CLASS_NOT_FOUND,       /* a file the image needs (a parent) is not there */
     VHDX_CLASS_READ_ONLY,       /* a write to a read-only image or medium */
     VHDX_CLASS_CORRUPT,         /* the image breaks the specification */
     VHDX_CLASS_UNSUPPORTED,     /* a valid image this core cannot handle */
@@ -67,7 +68,8 @@ enum vhdx_error_part {
     X(NO_SPACE, NO_SPACE, NONE, "no space to grow the file to %a bytes")                     \
     X(RANGE, ARGUMENT, NONE, "sectors %a..%b are past the end of the virtual disk")          \
     X(ARGUMENT, ARGUMENT, NONE, "invalid argument: %s")                                      \
-    X(DIFFERENCING, UNSUPPORTED, NONE, "differencing disks are not supported yet (%s)")      \
+    X(NO_PARENT, UNSUPPORTED, NONE,                                                          \
+      "a differencing disk opened without its parent cannot be read (%s)")                   \
     X(FAILED_EARLIER, IO, NONE, "an earlier write failed; the image is not written any more") \
     /* File identifier and headers (spec 2.2.1, 2.2.2). */                                  \
     X(NOT_VHDX, CORRUPT, HEADER, "not a VHDX file (no 'vhdxfile' signature)")                \
@@ -139,6 +141,20 @@ enum vhdx_error_part {
     X(LOG_FILE_SIZE, CORRUPT, LOG,                                                           \
       "the log would make the file %a bytes long, more than its geometry can use (%b)")      \
     X(LOG_FULL, UNSUPPORTED, LOG, "the log (%a bytes) cannot hold an update of %b bytes")     \
+    /* Differencing chains (spec 2.6.2.6). */                                               \
+    X(LOCATOR_KEY, CORRUPT, METADATA, "parent locator has no %s")                             \
+    X(PARENT_NOT_FOUND, NOT_FOUND, NONE, "parent not found: %s")                              \
+    X(PARENT_OPEN, CORRUPT, NONE, "parent %s")                                                \
+    X(PARENT_LINKAGE, CORRUPT, NONE,                                                         \
+      "parent %s is not the disk this child was made from (its DataWriteGuid does not "     \
+      "match parent_linkage)")                                                               \
+    X(PARENT_SECTOR_SIZE, CORRUPT, NONE,                                                     \
+      "parent has %a-byte logical sectors, this disk %b-byte ones")                           \
+    X(PARENT_CYCLE, CORRUPT, NONE, "the chain of parents loops back on itself at %s")         \
+    X(CHAIN_TOO_DEEP, UNSUPPORTED, NONE, "the chain has more than %a parents")               \
+    X(BITMAP_MISSING, CORRUPT, BAT,                                                          \
+      "BAT entry %a is PARTIALLY_PRESENT but chunk %b has no sector bitmap block")          \
+    X(CREATE_EXISTS, ARGUMENT, NONE, "the file to create is not empty (%a bytes)")            \
     /* Summary of a check-mode open that found problems. */                                 \
     X(CHECK_FAILED, CORRUPT, NONE, "%a problem(s) found")
 
@@ -159,7 +175,7 @@ struct vhdx_diag {
     uint64_t a;
     uint64_t b;
     const char *s;              /* static text, or NULL to use `text` */
-    char text[40];              /* text made for this diagnosis (e.g. a GUID) */
+    char text[200];             /* text made for this diagnosis (a GUID, a path) */
 };
 
 enum vhdx_log_level {
@@ -205,9 +221,11 @@ struct vhdx_platform {
      */
     int (*discard)(void *context, uint64_t offset, uint64_t length);
     /*
-     * Open a file named by a path relative to this file's directory ('\' separators,
-     * '..' allowed), filling `sibling` with its platform; the core calls `close` on the
-     * sibling when it is done with it.  Reserved for differencing parents.
+     * Open the file at `path` ('\' separators), read-only unless `writable`, filling
+     * `sibling` with its platform: differencing parents.  A path that starts with '\'
+     * is from the root of this file's volume; any other is relative to this file's
+     * directory ('..' allowed).  VHDX_E_PARENT_NOT_FOUND when there is no such file.
+     * The core calls the sibling's `close` when it is done with it.
      */
     int (*open_sibling)(void *context, const char *relative_path, bool writable,
                         struct vhdx_platform *sibling);
@@ -221,6 +239,10 @@ struct vhdx_platform {
 /* vhdx_open() flags. */
 #define VHDX_OPEN_WRITABLE (1u << 0)  /* may write: log replay in place, vhdx_write() */
 #define VHDX_OPEN_CHECK    (1u << 1)  /* validate everything, report each problem */
+#define VHDX_OPEN_NO_PARENT (1u << 2) /* a differencing disk alone: no reads or writes */
+
+/* Differencing chains: at most this many parents below a child. */
+#define VHDX_MAX_CHAIN_DEPTH 256u
 
 /* Check mode reports this many problems of each structure in full, then a count. */
 #define VHDX_PROBLEMS_SHOWN 16u
@@ -293,6 +315,11 @@ struct vhdx_info {
 
     uint32_t parent_locator_entries;
     struct vhdx_guid parent_locator_type;
+    /* Differencing: how the parent was found, and how many parents lie below. */
+    const char *parent_key;         /* "relative_path", ... (NULL: no parent opened) */
+    const char *parent_path;        /* the path tried with success, as the platform got it */
+    bool parent_linkage2;           /* linked through parent_linkage2, not parent_linkage */
+    uint32_t chain_depth;
 
     /* The metadata cache, and the core's memory (every allocation it made). */
     uint32_t cache_pages;
@@ -323,6 +350,34 @@ int vhdx_open_with(const struct vhdx_platform *platform,
 int vhdx_close(struct vhdx_disk *disk, struct vhdx_diag *diag);
 
 void vhdx_get_info(const struct vhdx_disk *disk, struct vhdx_info *info);
+
+/* The parent of a differencing disk (opened read-only with it), or NULL. */
+struct vhdx_disk *vhdx_parent(const struct vhdx_disk *disk);
+
+/*
+ * Create a VHDX file (spec 2.1 layout: log at 1 MiB, metadata at 2 MiB, BAT at 3 MiB,
+ * blocks after) on `platform`, whose file must be empty and writable.  A fixed disk gets
+ * every block (the file grows to the whole disk; zeros).  A differencing child gets a
+ * parent locator from `locator` (parent_linkage = the parent's DataWriteGuid, paths).
+ */
+struct vhdx_locator_entry {
+    const char *key;                /* UTF-8 */
+    const char *value;
+};
+
+struct vhdx_create_options {
+    uint64_t virtual_size;          /* bytes, a multiple of the logical sector size */
+    uint32_t block_size;            /* 0: 32 MiB (2 MiB for a differencing child) */
+    uint32_t logical_sector_size;   /* 512 or 4096 (0: 512) */
+    uint32_t physical_sector_size;  /* 512 or 4096 (0: 4096) */
+    bool fixed;
+    const struct vhdx_locator_entry *locator;   /* non-NULL: a differencing child */
+    uint32_t locator_count;
+    const char *creator;            /* the file identifier's text (spec 2.2.1), or NULL */
+};
+
+int vhdx_create(const struct vhdx_platform *platform, const struct vhdx_create_options *options,
+                struct vhdx_diag *diag);
 
 /* Parent locator key/value pairs, converted to UTF-8.  VHDX_E_RANGE past the end. */
 int vhdx_parent_locator_entry(const struct vhdx_disk *disk, uint32_t index,

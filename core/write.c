@@ -25,14 +25,18 @@ static int write_prepare(struct vhdx_disk *disk)
     return header_update(disk, true, &disk->headers.current.log_guid);
 }
 
-/* Give `block` a home and write `length` bytes of `data` at `in_block` into it. */
+/*
+ * Give `block` a home and write `length` bytes of `data` at `in_block` into it, zeros
+ * around them: the block becomes FULLY_PRESENT.  The space is taken only once the BAT
+ * points at it, so a failure leaves nothing half-done.
+ */
 static int allocate_block(struct vhdx_disk *disk, uint64_t block, uint64_t in_block,
                           const uint8_t *data, uint64_t length)
 {
     uint64_t offset, block_size = disk->geometry.block_size;
     int rc;
 
-    rc = space_next_block(disk, &offset);
+    rc = space_next(disk, block_size, &offset);
     if (!rc)
         rc = space_zero(disk, offset, offset + in_block);
     if (!rc)
@@ -43,46 +47,110 @@ static int allocate_block(struct vhdx_disk *disk, uint64_t block, uint64_t in_bl
         rc = bat_set_payload(disk, block, offset | PAYLOAD_FULLY_PRESENT);
     if (rc)
         return rc;
-    space_take_block(disk, offset);
+    space_take(disk, offset, block_size);
     return VHDX_OK;
 }
 
-int vhdx_write(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const void *buffer)
+/* The chunk's sector-bitmap block, allocated (zeros: every sector from the parent). */
+static int ensure_bitmap(struct vhdx_disk *disk, uint64_t chunk)
+{
+    uint64_t entry, offset;
+    int rc = bat_get_bitmap(disk, chunk, &entry);
+
+    if (rc || (entry & BAT_STATE_MASK) == SB_PRESENT)
+        return rc;
+    rc = space_next(disk, SECTOR_BITMAP_SIZE, &offset);
+    if (!rc)
+        rc = space_zero(disk, offset, offset + SECTOR_BITMAP_SIZE);
+    if (!rc)
+        rc = bat_set_bitmap(disk, chunk, offset | SB_PRESENT);
+    if (rc)
+        return rc;
+    space_take(disk, offset, SECTOR_BITMAP_SIZE);
+    return VHDX_OK;
+}
+
+/*
+ * A differencing disk's block that comes from the parent, written in part: it gets a
+ * home, becomes PARTIALLY_PRESENT, and the bitmap marks the sectors written (spec
+ * 2.5.1.1).  The rest of the block is never read (its bits stay 0), so it is not zeroed.
+ */
+static int allocate_partial(struct vhdx_disk *disk, uint64_t block, uint64_t in_block,
+                            const uint8_t *data, uint64_t length)
 {
     const struct geometry *g = &disk->geometry;
-    uint64_t offset = sector << g->sector_shift, length = count << g->sector_shift;
-    const uint8_t *in = buffer;
+    uint64_t offset;
     int rc;
 
-    rc = resolve_check(disk, sector, count, buffer);
-    if (!rc && count)
-        rc = write_prepare(disk);
+    rc = ensure_bitmap(disk, block / disk->bat.chunk_ratio);
+    if (!rc)
+        rc = space_next(disk, g->block_size, &offset);
+    if (!rc)
+        rc = file_write(disk, offset + in_block, data, (size_t)length);
+    if (!rc)
+        rc = bat_set_payload(disk, block, offset | PAYLOAD_PARTIALLY_PRESENT);
+    if (rc)
+        return rc;
+    space_take(disk, offset, g->block_size);
+    return bitmap_set(disk, ((block << g->block_shift) + in_block) >> g->sector_shift,
+                      length >> g->sector_shift);
+}
+
+/* Write one run of resolve.c, block by block where blocks need storage or bits. */
+static int write_run(struct vhdx_disk *disk, const struct run *run, const uint8_t *from)
+{
+    const struct geometry *g = &disk->geometry;
+    int rc = VHDX_OK;
+
+    if (run->kind == RUN_DATA)
+        return file_write(disk, run->file_offset, from, (size_t)run->length);
+    for (uint64_t done = 0; done < run->length && !rc;) {
+        uint64_t at = run->offset + done, in_block = at & (g->block_size - 1);
+        uint64_t piece = min_u64(g->block_size - in_block, run->length - done);
+        uint64_t block = at >> g->block_shift;
+
+        if (run->kind == RUN_PARENT && run->file_offset) {
+            /* PARTIALLY_PRESENT: the sectors have a home; now they are this file's. */
+            rc = file_write(disk, run->file_offset + done, from + done, (size_t)piece);
+            if (!rc)
+                rc = bitmap_set(disk, at >> g->sector_shift, piece >> g->sector_shift);
+        } else if (run->kind == RUN_PARENT && piece < g->block_size) {
+            rc = allocate_partial(disk, block, in_block, from + done, piece);
+        } else {
+            rc = allocate_block(disk, block, in_block, from + done, piece);
+        }
+        done += piece;
+    }
+    return rc;
+}
+
+static int write_range(struct vhdx_disk *disk, uint64_t offset, uint64_t length,
+                       const uint8_t *in)
+{
+    int rc = VHDX_OK;
+
     while (!rc && length) {
         struct resolved r;
 
         rc = resolve(disk, offset, length, &r);
-        for (uint32_t i = 0; i < r.count && !rc; i++) {
-            const struct run *run = &r.runs[i];
-            const uint8_t *from = in + (run->offset - offset);
-
-            if (run->kind == RUN_DATA) {
-                rc = file_write(disk, run->file_offset, from, (size_t)run->length);
-                continue;
-            }
-            /* No storage yet: one new block per block the run touches. */
-            for (uint64_t done = 0; done < run->length && !rc;) {
-                uint64_t at = run->offset + done, in_block = at & (g->block_size - 1);
-                uint64_t piece = min_u64(g->block_size - in_block, run->length - done);
-
-                rc = allocate_block(disk, at >> g->block_shift, in_block, from + done, piece);
-                done += piece;
-            }
-        }
+        for (uint32_t i = 0; i < r.count && !rc; i++)
+            rc = write_run(disk, &r.runs[i], in + (r.runs[i].offset - offset));
         in += r.length;
         offset += r.length;
         length -= r.length;
     }
     return rc;
+}
+
+int vhdx_write(struct vhdx_disk *disk, uint64_t sector, uint64_t count, const void *buffer)
+{
+    unsigned shift = disk->geometry.sector_shift;
+    int rc;
+
+    rc = resolve_check(disk, sector, count, buffer);
+    if (!rc && count)
+        rc = write_prepare(disk);
+    return rc ? rc : write_range(disk, sector << shift, count << shift, buffer);
 }
 
 /* The BAT no longer points at these old homes once committed: free their storage. */
@@ -97,7 +165,28 @@ static int discard_pending(struct vhdx_disk *disk)
     return rc;
 }
 
-/* A whole stored block of a dynamic disk becomes `state`; its old home is freed later. */
+/* Zeros written through the write path (parts of blocks that come from the parent). */
+static int write_zero_piece(struct vhdx_disk *disk, uint64_t offset, uint64_t length)
+{
+    struct write_state *w = &disk->write;
+    int rc = VHDX_OK;
+
+    if (!w->zeros) {
+        w->zeros = core_alloc(disk, WRITE_ZERO_CHUNK);
+        if (!w->zeros)
+            return disk->report.diag.code;
+    }
+    while (!rc && length) {
+        uint64_t piece = min_u64(length, WRITE_ZERO_CHUNK);
+
+        rc = write_range(disk, offset, piece, w->zeros);
+        offset += piece;
+        length -= piece;
+    }
+    return rc;
+}
+
+/* A whole block becomes `state`; its old home (0: none) is freed once committed. */
 static int unmap_block(struct vhdx_disk *disk, uint64_t block, uint64_t old_home,
                        unsigned state)
 {
@@ -112,7 +201,7 @@ static int unmap_block(struct vhdx_disk *disk, uint64_t block, uint64_t old_home
     rc = bat_set_payload(disk, block, state);
     if (rc)
         return rc;
-    if (disk->file.platform.discard)
+    if (old_home && disk->file.platform.discard)
         w->discards[w->discard_count++] = old_home;
     return VHDX_OK;
 }
@@ -139,18 +228,22 @@ static int clear_range(struct vhdx_disk *disk, uint64_t sector, uint64_t count,
         for (uint32_t i = 0; i < r.count && !rc; i++) {
             const struct run *run = &r.runs[i];
 
-            if (run->kind != RUN_DATA)
+            /* Zeros read as zeros already; what comes from the parent must be zeroed
+             * by a write of zeros, and may stay for a discard. */
+            if (run->kind == RUN_ZERO || (run->kind == RUN_PARENT && !write_zeros))
                 continue;
             for (uint64_t done = 0; done < run->length && !rc;) {
                 uint64_t at = run->offset + done, in_block = at & (g->block_size - 1);
                 uint64_t piece = min_u64(g->block_size - in_block, run->length - done);
-                uint64_t home = run->file_offset + done - in_block;
+                uint64_t home = run->file_offset ? run->file_offset + done - in_block : 0;
 
                 /* A fixed file's blocks must stay present (spec 2.5.1.1 notes <6>-<9>). */
                 if (piece == g->block_size && !g->fixed)
                     rc = unmap_block(disk, at >> g->block_shift, home, state);
-                else if (write_zeros)
+                else if (run->kind == RUN_DATA && write_zeros)
                     rc = file_zero(disk, run->file_offset + done, piece);
+                else if (write_zeros)
+                    rc = write_zero_piece(disk, at, piece);
                 done += piece;
             }
         }
@@ -203,4 +296,10 @@ int vhdx_reserve(struct vhdx_disk *disk, uint64_t bytes)
     if (writes_refused(disk))
         return fail(disk, VHDX_E_FAILED_EARLIER, 0, 0, NULL);
     return space_reserve(disk, bytes);
+}
+
+void write_release(struct vhdx_disk *disk)
+{
+    core_free(disk, disk->write.zeros);
+    disk->write.zeros = NULL;
 }

@@ -22,10 +22,14 @@ struct vhdx_disk;
 
 /* Old homes of blocks that now read as zeros, freed once the BAT change is in the log. */
 #define WRITE_PENDING_DISCARDS 64u
+#define WRITE_ZERO_CHUNK (64u * 1024u)
 
 struct write_state {
     uint64_t discards[WRITE_PENDING_DISCARDS];
     uint32_t discard_count;
+    uint8_t *zeros;                 /* WRITE_ZERO_CHUNK of zeros, made when first needed */
 };
+
+void write_release(struct vhdx_disk *disk);
 
 #endif

@@ -11,11 +11,18 @@
  * stale but can be wrong.  OFD locks (not flock) because QEMU takes OFD byte-range locks
  * on its images: a `qemu-img` or `qemu-io` on an image we hold is refused by QEMU, and
  * one QEMU holds is refused here.
+ *
+ * Differencing parents (open_sibling): a locator's path is relative to the child's
+ * directory, or (starting with '\') from the root of the child's volume, which here is
+ * the mount point of the file system holding the child.  Windows names are not case
+ * sensitive, so a component that does not exist as written is looked up ignoring case.
  */
 #include "posix.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +150,120 @@ static int posix_lock(int fd, bool writable)
     return errno == EAGAIN || errno == EACCES ? EBUSY : 0;
 }
 
+/* A sibling: the file, and the path its name points to. */
+struct sibling {
+    struct posix_file file;
+    char path[PATH_MAX];
+};
+
+/* The mount point holding `path`'s directory: walk up while the device stays the same. */
+static bool volume_root(const char *path, char *root, size_t size)
+{
+    struct stat here, up;
+    char *slash;
+
+    if (!realpath(path, root) || strlen(root) >= size)
+        return false;
+    if ((slash = strrchr(root, '/')))
+        *(slash == root ? slash + 1 : slash) = '\0';
+    if (stat(root, &here) != 0)
+        return false;
+    while (strcmp(root, "/") != 0) {
+        char parent[PATH_MAX];
+
+        snprintf(parent, sizeof parent, "%s", root);
+        slash = strrchr(parent, '/');
+        *(slash == parent ? slash + 1 : slash) = '\0';
+        if (stat(parent, &up) != 0 || up.st_dev != here.st_dev)
+            break;
+        snprintf(root, size, "%s", parent);
+    }
+    return true;
+}
+
+/* Append component `name` to `out`; when it does not exist as written, the entry of the
+ * directory that matches it ignoring case. */
+static bool append_component(char *out, size_t size, const char *name, size_t length)
+{
+    size_t used = strlen(out);
+    struct dirent *entry;
+    struct stat st;
+    DIR *dir;
+
+    if (used + 1 + length >= size)
+        return false;
+    if (used && out[used - 1] != '/')
+        out[used++] = '/';
+    memcpy(out + used, name, length);
+    out[used + length] = '\0';
+    if (lstat(out, &st) == 0 || !strcmp(out + used, ".") || !strcmp(out + used, ".."))
+        return true;
+    out[used] = '\0';
+    dir = opendir(used ? out : ".");
+    if (!dir)
+        return false;
+    while ((entry = readdir(dir))) {
+        if (strlen(entry->d_name) == length && !strncasecmp(entry->d_name, name, length)) {
+            memcpy(out + used, entry->d_name, length);
+            break;
+        }
+    }
+    closedir(dir);
+    out[used + length] = '\0';
+    return true;
+}
+
+static void posix_close(void *context)
+{
+    struct sibling *sibling = context;
+
+    posix_file_close(&sibling->file);
+    free(sibling);
+}
+
+static int posix_open_sibling(void *context, const char *path, bool writable,
+                              struct vhdx_platform *platform)
+{
+    struct posix_file *file = context;
+    struct sibling *sibling = calloc(1, sizeof *sibling);
+    const char *p = path;
+    char *slash;
+    int err;
+
+    if (!sibling)
+        return VHDX_E_NOMEM;
+    if (*p == '\\') {
+        if (!volume_root(file->name, sibling->path, sizeof sibling->path))
+            goto not_found;
+    } else {
+        snprintf(sibling->path, sizeof sibling->path, "%s", file->name);
+        slash = strrchr(sibling->path, '/');
+        if (slash)
+            *(slash == sibling->path ? slash + 1 : slash) = '\0';
+        else
+            sibling->path[0] = '\0';
+    }
+    while (*p) {
+        size_t length = strcspn(p, "\\/");
+
+        if (length && !append_component(sibling->path, sizeof sibling->path, p, length))
+            goto not_found;
+        p += length;
+        p += *p != '\0';
+    }
+    err = posix_file_open(&sibling->file, sibling->path, writable, platform);
+    if (err)
+        goto not_found;
+    sibling->file.verbosity = file->verbosity;
+    platform->context = sibling;    /* the file is the sibling's first member */
+    platform->close = posix_close;
+    return VHDX_OK;
+
+not_found:
+    free(sibling);
+    return VHDX_E_PARENT_NOT_FOUND;
+}
+
 int posix_file_open(struct posix_file *file, const char *path, bool writable,
                     struct vhdx_platform *platform)
 {
@@ -171,6 +292,7 @@ int posix_file_open(struct posix_file *file, const char *path, bool writable,
     platform->release = posix_release;
     platform->log = posix_log;
     platform->random = posix_random;
+    platform->open_sibling = posix_open_sibling;
     platform->flags = VHDX_PLATFORM_GROW_ZEROES | (writable ? 0 : VHDX_PLATFORM_READ_ONLY);
     return 0;
 }

@@ -41,6 +41,7 @@ struct session {
     struct posix_file file;
     struct vhdx_platform platform;
     struct vhdx_disk *disk;
+    struct vhdx_diag last_open_error;   /* why open_image failed, if it did */
 };
 
 /* "vhdx: <fmt with arg>" and the hint to --help; returns EXIT_USAGE. */

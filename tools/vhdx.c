@@ -226,6 +226,15 @@ static void report_open_error(const char *image, int err, bool writable)
         fprintf(stderr, "vhdx: %s: %s\n", image, strerror(err));
 }
 
+/* Errors about a differencing disk's chain, not about the file itself. */
+static bool chain_error(enum vhdx_error code)
+{
+    return code == VHDX_E_LOCATOR_KEY || code == VHDX_E_PARENT_NOT_FOUND ||
+           code == VHDX_E_PARENT_OPEN || code == VHDX_E_PARENT_LINKAGE ||
+           code == VHDX_E_PARENT_SECTOR_SIZE || code == VHDX_E_PARENT_CYCLE ||
+           code == VHDX_E_CHAIN_TOO_DEEP;
+}
+
 int open_image(struct session *s, const struct options *o, bool writable, unsigned flags)
 {
     struct vhdx_open_options options;
@@ -241,8 +250,13 @@ int open_image(struct session *s, const struct options *o, bool writable, unsign
     options.flags = flags | (writable ? VHDX_OPEN_WRITABLE : 0);
     options.cache_bytes = o->cache_bytes;
     rc = vhdx_open_with(&s->platform, &options, &s->disk, &diag);
+    s->last_open_error = diag;
     if (rc) {
         posix_file_close(&s->file);
+        /* A broken chain under info is described, not only reported. */
+        if (!(flags & VHDX_OPEN_NO_PARENT) && !strcmp(o->command, "info") &&
+            chain_error(diag.code))
+            return EXIT_INVALID;
         return report(o->image, &diag);
     }
     return 0;
@@ -287,13 +301,54 @@ static void json_string(const char *s)
     putchar('"');
 }
 
+/* The parents below `disk`: one line each, or a JSON array. */
+static void print_chain(const struct vhdx_disk *disk, bool json)
+{
+    const struct vhdx_disk *level = disk;
+    unsigned n = 0;
+
+    if (json)
+        printf("  \"chain\": [");
+    for (struct vhdx_disk *parent; (parent = vhdx_parent(level)); level = parent, n++) {
+        struct vhdx_info child_info, info;
+        char dwg[39];
+
+        vhdx_get_info(level, &child_info);
+        vhdx_get_info(parent, &info);
+        vhdx_guid_format(&info.data_write_guid, dwg);
+        if (json) {
+            printf("%s\n    {\"path\": ", n ? "," : "");
+            json_string(child_info.parent_path);
+            printf(", \"found_through\": \"%s\", \"linkage\": \"%s\", \"type\": \"%s\", "
+                   "\"virtual_size\": %" PRIu64 ", \"data_write_guid\": \"%s\"}",
+                   child_info.parent_key,
+                   child_info.parent_linkage2 ? "parent_linkage2" : "parent_linkage",
+                   type_name(info.type), info.virtual_size, dwg);
+        } else {
+            printf("parent %u:%*s %s (found through %s; DataWriteGuid %s matches %s)\n"
+                   "                      %s, %" PRIu64 " bytes\n", n + 1, n + 1 < 10 ? 12 : 11,
+                   "", child_info.parent_path, child_info.parent_key, dwg,
+                   child_info.parent_linkage2 ? "parent_linkage2" : "parent_linkage",
+                   type_name(info.type), info.virtual_size);
+        }
+    }
+    if (json)
+        printf("%s],\n", n ? "\n  " : "");
+}
+
 static int cmd_info(const struct options *o)
 {
     struct session s;
     struct vhdx_info info;
-    char fwg[39], dwg[39], lg[39], vdid[39], rlg[39], plt[39];
+    struct options alone = *o;
+    char fwg[39], dwg[39], lg[39], vdid[39], rlg[39], plt[39], broken[320] = "";
     int status = open_image(&s, o, false, 0);
 
+    /* A broken chain still lets the child be described: say why, show the rest. */
+    if (status && chain_error(s.last_open_error.code)) {
+        vhdx_describe(&s.last_open_error, broken, sizeof broken);
+        status = open_image(&s, &alone, false, VHDX_OPEN_NO_PARENT);
+    }
     if (status)
         return status;
     vhdx_get_info(s.disk, &info);
@@ -332,7 +387,13 @@ static int cmd_info(const struct options *o)
         printf("  \"memory_peak\": %" PRIu64 ",\n", info.memory_peak);
         printf("  \"blocks_total\": %" PRIu64 ",\n  \"blocks_present\": %" PRIu64 ",\n",
                info.blocks_total, info.blocks_present);
-        printf("  \"parent_locator\": ");
+        print_chain(s.disk, true);
+        printf("  \"chain_error\": ");
+        if (broken[0])
+            json_string(broken);
+        else
+            printf("null");
+        printf(",\n  \"parent_locator\": ");
         if (info.parent_locator_entries || info.type == VHDX_TYPE_DIFFERENCING) {
             printf("{\n    \"type\": \"%s\",\n    \"entries\": {", plt);
             for (uint32_t i = 0; i < info.parent_locator_entries; i++) {
@@ -396,9 +457,13 @@ static int cmd_info(const struct options *o)
                 vhdx_parent_locator_entry(s.disk, i, &key, &value);
                 printf("  %s = %s\n", key, value);
             }
+            print_chain(s.disk, false);
+            if (broken[0])
+                printf("parent:               cannot be used: %s\n", broken);
         }
     }
-    return close_image(&s, o->image);
+    status = close_image(&s, o->image);
+    return status ? status : broken[0] ? EXIT_INVALID : 0;
 }
 
 static bool write_all(int fd, const uint8_t *p, size_t n)
