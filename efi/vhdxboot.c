@@ -150,6 +150,7 @@ static EFI_STATUS configure(struct boot *boot, EFI_HANDLE image)
     }
     boot->disks.config_name = VHDXBOOT_CONFIG_NAME;
     boot->disks.takes_loader = true;
+    boot->disks.uses_mounted = true;
     status = disk_set_configure(&boot->disks, &boot->config, options, options_size);
     if (status != EFI_SUCCESS) {
         if (options_size)
@@ -188,15 +189,20 @@ static EFI_STATUS configure(struct boot *boot, EFI_HANDLE image)
     return EFI_SUCCESS;
 }
 
-/* The boot disk is the first image= line; the mount module skips disks that fail. */
+/*
+ * The boot disk is the first image= line.  The mount module skips disks that fail, and
+ * a file another program of ours mounted already (vhdx.efi as a Driver#### entry, or
+ * loaded from the shell) is used as that program mounted it: found by what the file is
+ * on the ESP (registry.c), whatever name either configuration gives it.
+ */
 static EFI_STATUS find_boot_disk(struct boot *boot)
 {
-    for (const struct mounted_disk *disk = boot->disks.disks; disk; disk = disk->next) {
-        if (str_equal(disk->path, boot->disk_path)) {
-            boot->disk_device = disk->device_path;
-            return EFI_SUCCESS;
-        }
-    }
+    const struct disk_tag *tag;
+    EFI_HANDLE handle = disk_set_find(&boot->disks, boot->disk_path, &tag);
+
+    if (handle && efi_bs->HandleProtocol(handle, &efi_device_path_guid,
+                                         (void **)&boot->disk_device) == EFI_SUCCESS)
+        return EFI_SUCCESS;
     give_up("%s: the boot disk could not be mounted (the reason is above)",
             boot->disk_path);
     return EFI_NOT_FOUND;
