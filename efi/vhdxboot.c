@@ -78,6 +78,7 @@ struct boot {
     char loader_path[CONFIG_PATH_MAX];      /* the loader in the inner file system */
     CHAR16 loader_name[CONFIG_PATH_MAX];
     const EFI_DEVICE_PATH *disk_device;     /* the boot disk's Block I/O device path */
+    bool disk_borrowed;                     /* mounted by another program of ours */
     EFI_HANDLE volume;                      /* the file system holding the loader */
     char volume_text[48];                   /* "partition 1 (EFI System Partition)" */
     EFI_HANDLE loader;
@@ -201,8 +202,10 @@ static EFI_STATUS find_boot_disk(struct boot *boot)
     EFI_HANDLE handle = disk_set_find(&boot->disks, boot->disk_path, &tag);
 
     if (handle && efi_bs->HandleProtocol(handle, &efi_device_path_guid,
-                                         (void **)&boot->disk_device) == EFI_SUCCESS)
+                                         (void **)&boot->disk_device) == EFI_SUCCESS) {
+        boot->disk_borrowed = tag->owner != efi_image_handle;
         return EFI_SUCCESS;
+    }
     give_up("%s: the boot disk could not be mounted (the reason is above)",
             boot->disk_path);
     return EFI_NOT_FOUND;
@@ -387,8 +390,13 @@ static EFI_STATUS start_loader(struct boot *boot)
     /* The image is gone (the firmware unloads an application that returns). */
     boot->loader = NULL;
     efi_free(exit_data);
-    con_print("vhdxboot: %s returned (%s); taking %s away and returning to the firmware\n",
-              boot->loader_path, efi_status_text(status), boot->disk_path);
+    if (boot->disk_borrowed)
+        con_print("vhdxboot: %s returned (%s); %s stays with the program that mounted it; "
+                  "returning to the firmware\n", boot->loader_path, efi_status_text(status),
+                  boot->disk_path);
+    else
+        con_print("vhdxboot: %s returned (%s); taking %s away and returning to the "
+                  "firmware\n", boot->loader_path, efi_status_text(status), boot->disk_path);
     return status;
 }
 
