@@ -313,27 +313,31 @@ static uint64_t room_needed(const struct mounted_disk *disk, const struct vhdx_i
     return disk->expand || reserve > unallocated ? unallocated : reserve;
 }
 
-/* The room cannot be made: say why and what would do, in one line. */
+/*
+ * The room cannot be made: say why and what would do, in one line.  `possible` is the
+ * most room the file could have; `esp_helps`: freeing space on the ESP would.
+ */
 static void room_short(const struct mounted_disk *disk, uint64_t need, uint64_t possible,
-                       const char *why)
+                       const char *why, bool esp_helps)
 {
+    const char *free_it = esp_helps ? "free space on the ESP, or " : "";
     char need_text[24], possible_text[24];
 
     con_size_text(need_text, sizeof need_text, need);
     con_size_text(possible_text, sizeof possible_text, possible);
     if (disk->expand)
         con_print("vhdx: %s: cannot expand the file for all its blocks (%s of room): %s: "
-                  "mounting read-only (free space on the ESP, or drop expand)\n",
-                  disk->path, need_text, why);
+                  "mounting read-only (%sdrop expand)\n", disk->path, need_text, why,
+                  free_it);
     else if (possible == 0)
-        con_print("vhdx: %s: no room for new blocks, and the reserve is %s: %s: mounting "
-                  "read-only (free space on the ESP, or set reserve=0 to mount it writable "
-                  "with no room to grow)\n", disk->path, need_text, why);
+        con_print("vhdx: %s: no room for new blocks, and the reserve asks for %s: %s: "
+                  "mounting read-only (%sset reserve=0 to mount it writable with no room to "
+                  "grow)\n", disk->path, need_text, why, free_it);
     else
-        con_print("vhdx: %s: room for at most %s of new blocks, less than the reserve of "
-                  "%s: %s: mounting read-only (free space on the ESP, or accept less room "
-                  "with reserve=%lluM; reserve=0 for none)\n", disk->path, possible_text,
-                  need_text, why, (unsigned long long)(possible >> 20));
+        con_print("vhdx: %s: room for at most %s of new blocks, and the reserve asks for %s: "
+                  "%s: mounting read-only (%saccept less room with reserve=%lluM; reserve=0 "
+                  "for none)\n", disk->path, possible_text, need_text, why, free_it,
+                  (unsigned long long)(possible >> 20));
 }
 
 /*
@@ -381,14 +385,14 @@ static enum room make_room(struct disk_set *set, struct mounted_disk *disk)
         con_size_text(new_text, sizeof new_text, info.used_size + need);
         con_format(why, sizeof why, "the file would be %s, and a FAT file holds at most "
                    "4 GiB - 1 byte", new_text);
-        room_short(disk, need, limit, why);
+        room_short(disk, need, limit, why, false);
         return ROOM_SHORT;
     }
     status = esp_free_space(set, &free_bytes);
     if (status != EFI_SUCCESS) {
         con_format(why, sizeof why, "the firmware cannot grow files on the ESP (%s)",
                    efi_status_text(status));
-        room_short(disk, need, disk->room - disk->room % info.block_size, why);
+        room_short(disk, need, disk->room - disk->room % info.block_size, why, false);
         return ROOM_SHORT;
     }
     possible = disk->file.size - info.used_size + free_bytes;
@@ -398,7 +402,7 @@ static enum room make_room(struct disk_set *set, struct mounted_disk *disk)
     if (possible < need) {
         con_size_text(new_text, sizeof new_text, free_bytes);
         con_format(why, sizeof why, "the ESP has %s free", new_text);
-        room_short(disk, need, possible, why);
+        room_short(disk, need, possible, why, true);
         return ROOM_SHORT;
     }
     target = info.used_size + need;
