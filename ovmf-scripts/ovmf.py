@@ -264,9 +264,13 @@ def clean(text):
 class Boot:
     """One QEMU run; `log` is the cleaned serial output so far."""
 
-    def __init__(self, esp, workdir, memory=512, extra=(), readonly=False):
-        self.vars = os.path.join(workdir, "vars-%d.fd" % os.getpid())
-        shutil.copyfile(OVMF_VARS, self.vars)
+    def __init__(self, esp, workdir, memory=512, extra=(), readonly=False, vars_file=None):
+        # A fresh variable store, removed afterwards; or `vars_file`, kept for the next
+        # boot (made fresh when it does not exist yet).
+        self.keep_vars = vars_file is not None
+        self.vars = vars_file or os.path.join(workdir, "vars-%d.fd" % os.getpid())
+        if not (self.keep_vars and os.path.exists(self.vars)):
+            shutil.copyfile(OVMF_VARS, self.vars)
         cmd = [QEMU, "-machine", "q35,accel=tcg", "-m", str(memory), "-nodefaults",
                "-nic", "none", "-no-reboot", "-display", "none", "-monitor", "none",
                "-serial", "stdio",
@@ -334,10 +338,11 @@ class Boot:
             self.proc.kill()
             self.proc.wait()
         self.reader.join(5)
-        try:
-            os.unlink(self.vars)
-        except OSError:
-            pass
+        if not self.keep_vars:
+            try:
+                os.unlink(self.vars)
+            except OSError:
+                pass
         return ok
 
 
