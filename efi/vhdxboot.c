@@ -13,7 +13,8 @@
  *      first image= line is the boot disk, further image= lines are mounted too (the
  *      loader and the OS see them) but never searched for the loader;
  *   3. mount the disks with the driver's own module (disk.c, linked in: one file on the
- *      ESP does the whole job, and no driver stays behind when the loader returns);
+ *      ESP does the whole job, and no driver stays behind when the loader returns); a
+ *      file vhdx.efi (or any program of ours) mounted already is used as it is;
  *   4. find the loader: among the file systems the firmware mounted on the boot disk
  *      (its Block I/O connects recursively, so partition and FAT drivers have bound),
  *      EFI System Partitions first (EFI_PARTITION_INFO_PROTOCOL: GPT type C12A7328-...
@@ -22,7 +23,7 @@
  *   5. LoadImage from that file system's device path plus a file path node, arm the
  *      watchdog again for 5 minutes (what the boot manager gives any boot option), and
  *      StartImage;
- *   6. if the loader returns: take the disks away (which disconnects the partition and
+ *   6. if the loader returns: take our disks away (which disconnects the partition and
  *      FAT drivers above them, closes the images and marks their logs clean), and
  *      return the loader's status, so the boot manager goes on to its next boot option
  *      (on EFI_SUCCESS it shows its menu instead, as the specification says).
