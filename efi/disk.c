@@ -701,8 +701,10 @@ void disk_set_shutdown(struct disk_set *set, bool boot_services_gone)
         disk->file.boot_services_gone = boot_services_gone;
         rc = vhdx_close(disk->vhdx, &diag);
         disk->vhdx = NULL;
-        if (boot_services_gone)
-            continue;           /* no console either; the next mount clears the mark */
+        if (boot_services_gone) {
+            guard_clear_at_exit(set, disk);
+            continue;           /* no console either */
+        }
         if (rc != VHDX_OK)
             print_diag(disk->path, "closing: ", &diag);
         else if (disk->verbose)

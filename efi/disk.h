@@ -96,6 +96,7 @@ struct mounted_disk {
     uint64_t room;                  /* bytes past the allocated data at mount */
 
     bool guarded;                   /* we set the read-only attribute (guard.c) */
+    void *guard_block;              /* pool memory for clearing it at ExitBootServices */
 
     EFI_HANDLE handle;
     EFI_DEVICE_PATH *device_path;   /* pool memory */
@@ -218,6 +219,13 @@ EFI_STATUS guard_set(struct disk_set *set, struct mounted_disk *disk);
 
 /* Clear the attribute guard_set or an earlier mount set; forget the crash mark. */
 EFI_STATUS guard_clear(struct disk_set *set, struct mounted_disk *disk);
+
+/*
+ * The same once ExitBootServices has begun, when the FAT driver may not be called and
+ * no memory be allocated: the attribute byte is cleared in the file's directory entry
+ * through the ESP's Block I/O, then the record is deleted.
+ */
+void guard_clear_at_exit(struct disk_set *set, struct mounted_disk *disk);
 
 /* --- blockio.c --------------------------------------------------------------------- */
 

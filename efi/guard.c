@@ -22,6 +22,14 @@
  * steps leaves a record without the attribute, which means nothing and is replaced by
  * the next mount of that file.
  *
+ * Firmware that does not signal the "before ExitBootServices" group (Debian 12's OVMF
+ * does not) leaves only the ExitBootServices event, where the FAT driver may no longer
+ * be called nor memory allocated.  There the attribute byte is cleared in the file's
+ * directory entry directly, through the ESP's Block I/O into a block set aside at mount
+ * (the FAT driver, which will never run again, cannot then write an older copy over
+ * it), and the record is deleted: it is a runtime variable for that reason, since the
+ * variable driver may already have switched to runtime when our event runs.
+ *
  * What stays possible: clearing the attribute on purpose (`attrib -r`) and then
  * deleting the file, a firmware FAT driver that ignores the attribute, or a program
  * that writes the ESP's FAT itself.
@@ -34,6 +42,12 @@
     { 0x9ffbf3b8, 0x735b, 0x4c4c, { 0xbf, 0x10, 0xa5, 0x76, 0xee, 0x6f, 0x53, 0xa5 } }
 #define GUARD_RECORD_REVISION 1
 #define GUARD_ESP_NODE_MAX 42       /* a HD() node: number, start, size, signature */
+#define GUARD_VARIABLE_ATTRIBUTES \
+    (EFI_VARIABLE_NON_VOLATILE | EFI_VARIABLE_BOOTSERVICE_ACCESS | EFI_VARIABLE_RUNTIME_ACCESS)
+/* FAT directory entry fields (Microsoft FAT specification, section 6). */
+#define DIR_ATTRIBUTES        11
+#define DIR_FIRST_CLUSTER_HI  20
+#define DIR_FIRST_CLUSTER_LO  26
 
 static EFI_GUID guard_variable_guid = GUARD_VARIABLE_GUID;
 
@@ -135,9 +149,9 @@ EFI_STATUS guard_set(struct disk_set *set, struct mounted_disk *disk)
     if (!set->file_system)
         return EFI_SUCCESS;
     guard_identify(set, disk, &record, name, ARRAY_SIZE(name));
-    status = efi_systab->RuntimeServices->SetVariable(
-        name, &guard_variable_guid,
-        EFI_VARIABLE_NON_VOLATILE | EFI_VARIABLE_BOOTSERVICE_ACCESS, sizeof record, &record);
+    status = efi_systab->RuntimeServices->SetVariable(name, &guard_variable_guid,
+                                                      GUARD_VARIABLE_ATTRIBUTES,
+                                                      sizeof record, &record);
     if (status != EFI_SUCCESS)
         con_print("vhdx: %s: warning: cannot record the read-only mark in a UEFI variable "
                   "(%s): should the machine stop while the disk is mounted, the next mount "
@@ -149,6 +163,8 @@ EFI_STATUS guard_set(struct disk_set *set, struct mounted_disk *disk)
         return status;
     }
     disk->guarded = true;
+    /* One ESP block, plus room to align it as the device asks. */
+    disk->guard_block = efi_allocate(set->esp.block_size + set->esp.io_align);
     return EFI_SUCCESS;
 }
 
@@ -162,8 +178,46 @@ EFI_STATUS guard_clear(struct disk_set *set, struct mounted_disk *disk)
     if (status != EFI_SUCCESS)
         return status;
     disk->guarded = false;
+    efi_free(disk->guard_block);
+    disk->guard_block = NULL;
     disk->file.attributes &= (uint8_t)~FAT_ATTR_READ_ONLY;
     guard_identify(set, disk, &record, name, ARRAY_SIZE(name));
     efi_systab->RuntimeServices->SetVariable(name, &guard_variable_guid, 0, 0, NULL);
     return EFI_SUCCESS;
+}
+
+void guard_clear_at_exit(struct disk_set *set, struct mounted_disk *disk)
+{
+    const struct efi_esp *esp = &set->esp;
+    EFI_BLOCK_IO_PROTOCOL *block_io = esp->block_io;
+    struct guard_record record;
+    CHAR16 name[32];
+    uintptr_t start = (uintptr_t)disk->guard_block;
+    uint8_t *block, *entry;
+    EFI_LBA lba = disk->file.entry_offset / esp->block_size;
+    uint32_t first_cluster;
+
+    if (!disk->guarded || !disk->guard_block)
+        return;
+    block = (uint8_t *)(start + (esp->io_align - start % esp->io_align) % esp->io_align);
+    entry = block + disk->file.entry_offset % esp->block_size;
+    if (block_io->ReadBlocks(block_io, esp->media_id, lba, esp->block_size, block) !=
+        EFI_SUCCESS)
+        return;
+    /* Still our file's entry (a FAT12/16 entry keeps 0 in the high half)? */
+    first_cluster = (uint32_t)entry[DIR_FIRST_CLUSTER_LO] |
+                    (uint32_t)entry[DIR_FIRST_CLUSTER_LO + 1] << 8 |
+                    (uint32_t)entry[DIR_FIRST_CLUSTER_HI] << 16 |
+                    (uint32_t)entry[DIR_FIRST_CLUSTER_HI + 1] << 24;
+    if (first_cluster != disk->file.first_cluster ||
+        !(entry[DIR_ATTRIBUTES] & FAT_ATTR_READ_ONLY))
+        return;
+    entry[DIR_ATTRIBUTES] &= (uint8_t)~FAT_ATTR_READ_ONLY;
+    if (block_io->WriteBlocks(block_io, esp->media_id, lba, esp->block_size, block) !=
+            EFI_SUCCESS ||
+        block_io->FlushBlocks(block_io) != EFI_SUCCESS)
+        return;
+    disk->guarded = false;
+    guard_identify(set, disk, &record, name, ARRAY_SIZE(name));
+    efi_systab->RuntimeServices->SetVariable(name, &guard_variable_guid, 0, 0, NULL);
 }
