@@ -240,26 +240,39 @@ static bool map_file(struct disk_set *set, struct mounted_disk *disk)
     return false;
 }
 
-/* Extend the file through the firmware's FAT driver, then make the change durable. */
-static EFI_STATUS extend_file(struct disk_set *set, const char *path, uint64_t new_size)
+EFI_STATUS disk_change_file(struct disk_set *set, const char *path,
+                            const struct file_change *change)
 {
+    /* A size needs a handle for writing; attributes change through one for reading,
+     * which a read-only file allows (EDK II FatPkg Info.c). */
+    UINT64 mode = EFI_FILE_MODE_READ | (change->resize ? EFI_FILE_MODE_WRITE : 0);
     EFI_FILE_PROTOCOL *root, *file;
     EFI_FILE_INFO *info;
     UINTN info_size;
     EFI_STATUS status;
 
-    status = disk_open_file(set, path, EFI_FILE_MODE_READ | EFI_FILE_MODE_WRITE, &root, &file);
+    status = disk_open_file(set, path, mode, &root, &file);
     if (status != EFI_SUCCESS)
         goto err_open;
     status = efi_get_info(file, &efi_file_info_guid, (void **)&info, &info_size);
     if (status != EFI_SUCCESS)
         goto err_info;
-    info->FileSize = new_size;
+    if (change->resize)
+        info->FileSize = change->size;
+    info->Attribute = (info->Attribute | change->set_attributes) & ~change->clear_attributes;
+    /* The times go back as they were read, so the FAT driver keeps them. */
     status = file->SetInfo(file, &efi_file_info_guid, info_size, info);
     if (status != EFI_SUCCESS)
         goto err_set;
-    /* The FAT driver caches; our mapping reads the partition directly next. */
-    status = file->Flush(file);
+    /*
+     * The FAT driver caches file data, and our mapping reads the partition directly
+     * next; a directory entry is written before SetInfo returns (and Flush is refused
+     * on a handle for reading).  Then the device's own cache.
+     */
+    if (change->resize)
+        status = file->Flush(file);
+    if (status == EFI_SUCCESS)
+        set->esp.block_io->FlushBlocks(set->esp.block_io);
 
 err_set:
     efi_free(info);
@@ -408,7 +421,8 @@ static enum room make_room(struct disk_set *set, struct mounted_disk *disk)
     target = info.used_size + need;
     con_size_text(old_text, sizeof old_text, disk->file.size);
     con_size_text(new_text, sizeof new_text, target);
-    status = extend_file(set, disk->path, target);
+    status = disk_change_file(set, disk->path,
+                              &(struct file_change){ .resize = true, .size = target });
     /* Even a failed extension may have changed the file: map it again either way. */
     efi_esp_unmap(&disk->file);
     if (!map_file(set, disk))

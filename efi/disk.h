@@ -163,6 +163,18 @@ EFI_HANDLE disk_set_find(struct disk_set *set, const char *path, const struct di
 EFI_STATUS disk_open_file(struct disk_set *set, const char *path, UINT64 mode,
                           EFI_FILE_PROTOCOL **root, EFI_FILE_PROTOCOL **file);
 
+/* What disk_change_file changes: the size, and attribute bits (EFI_FILE_READ_ONLY...). */
+struct file_change {
+    bool resize;
+    uint64_t size;
+    uint64_t set_attributes;
+    uint64_t clear_attributes;
+};
+
+/* Change a file of the set's ESP through the firmware's FAT driver, durably. */
+EFI_STATUS disk_change_file(struct disk_set *set, const char *path,
+                            const struct file_change *change);
+
 /*
  * Take every disk away: disconnect the drivers above it, uninstall its protocols, close
  * the image, free.  Stops at the first disk that cannot be uninstalled (still in use).

@@ -105,38 +105,16 @@ bool guard_left_behind(struct disk_set *set, const struct mounted_disk *disk)
     return true;
 }
 
-/* Set or clear the FAT read-only attribute through a handle opened for reading. */
+/* Set or clear the FAT read-only attribute (through a handle opened for reading). */
 static EFI_STATUS set_read_only(struct disk_set *set, const char *path, bool read_only)
 {
-    EFI_FILE_PROTOCOL *root, *file;
-    EFI_FILE_INFO *info;
-    UINTN info_size;
-    EFI_STATUS status;
+    struct file_change change = { 0 };
 
-    status = disk_open_file(set, path, EFI_FILE_MODE_READ, &root, &file);
-    if (status != EFI_SUCCESS)
-        goto err_open;
-    status = efi_get_info(file, &efi_file_info_guid, (void **)&info, &info_size);
-    if (status != EFI_SUCCESS)
-        goto err_info;
     if (read_only)
-        info->Attribute |= EFI_FILE_READ_ONLY;
+        change.set_attributes = EFI_FILE_READ_ONLY;
     else
-        info->Attribute &= ~(UINT64)EFI_FILE_READ_ONLY;
-    /*
-     * The times go back as they were read, so the FAT driver keeps them.  It writes the
-     * directory entry before SetInfo returns (Flush is refused on a read-only handle);
-     * the device's own cache is flushed after it.
-     */
-    status = file->SetInfo(file, &efi_file_info_guid, info_size, info);
-    if (status == EFI_SUCCESS)
-        set->esp.block_io->FlushBlocks(set->esp.block_io);
-    efi_free(info);
-err_info:
-    file->Close(file);
-    root->Close(root);
-err_open:
-    return status;
+        change.clear_attributes = EFI_FILE_READ_ONLY;
+    return disk_change_file(set, path, &change);
 }
 
 EFI_STATUS guard_set(struct disk_set *set, struct mounted_disk *disk)
