@@ -28,17 +28,9 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab);
 
 static CHAR16 driver_name[] = L"VHDX disks (vhdx.efi " VHDX_EFI_VERSION ")";
 
-static EFI_STATUS EFIAPI binding_supported(EFI_DRIVER_BINDING_PROTOCOL *this,
-                                           EFI_HANDLE controller, EFI_DEVICE_PATH *remaining)
-{
-    (void)this;
-    (void)controller;
-    (void)remaining;
-    return EFI_UNSUPPORTED;
-}
-
-static EFI_STATUS EFIAPI binding_start(EFI_DRIVER_BINDING_PROTOCOL *this,
-                                       EFI_HANDLE controller, EFI_DEVICE_PATH *remaining)
+/* Supported and Start: no controller is ours to bind. */
+static EFI_STATUS EFIAPI binding_refuse(EFI_DRIVER_BINDING_PROTOCOL *this,
+                                        EFI_HANDLE controller, EFI_DEVICE_PATH *remaining)
 {
     (void)this;
     (void)controller;
@@ -83,7 +75,7 @@ static EFI_STATUS EFIAPI get_controller_name(EFI_COMPONENT_NAME2_PROTOCOL *this,
 }
 
 static EFI_DRIVER_BINDING_PROTOCOL driver_binding = {
-    binding_supported, binding_start, binding_stop, 0x10, NULL, NULL
+    binding_refuse, binding_refuse, binding_stop, 0x10, NULL, NULL
 };
 static EFI_COMPONENT_NAME2_PROTOCOL component_name = {
     get_driver_name, get_controller_name, (CHAR8 *)"en"
