@@ -549,11 +549,6 @@ static EFI_STATUS disk_mount(struct disk_set *set, const struct config *config,
         con_print("vhdx: %s: out of memory\n", disk->path);
         goto err_device_path;
     }
-    if (disk_device_path_taken(disk->device_path)) {
-        con_print("vhdx: %s: already mounted\n", disk->path);
-        status = EFI_ALREADY_STARTED;
-        goto err_taken;
-    }
     if (!map_file(set, disk))
         goto err_map;
     tag = registry_find(set->esp.handle, disk->file.entry_offset, disk->file.first_cluster,
@@ -562,6 +557,12 @@ static EFI_STATUS disk_mount(struct disk_set *set, const struct config *config,
         report_mounted(set, disk, tag);
         status = EFI_ALREADY_STARTED;
         goto err_mounted;
+    }
+    /* A disk with this path but no tag: mounted by an older program of ours. */
+    if (disk_device_path_taken(disk->device_path)) {
+        con_print("vhdx: %s: already mounted\n", disk->path);
+        status = EFI_ALREADY_STARTED;
+        goto err_taken;
     }
     writable = !entry->read_only && medium_writable(set, disk);
     room_request(config, entry, disk);
@@ -618,10 +619,10 @@ err_open:
     if (disk->guarded)
         guard_clear(set, disk);
 err_room:
+err_taken:
 err_mounted:
     efi_esp_unmap(&disk->file);
 err_map:
-err_taken:
     efi_free(disk->device_path);
 err_device_path:
 err_path:
