@@ -2,6 +2,8 @@
 # (LOADER=grub for the GRUB disk, SECUREBOOT=1 under Secure Boot), `make check` runs every
 # test and ends with "N passed, N failed", `make bench` runs the benchmarks, `make sign
 # KEY=... CERT=...` signs vhdx.efi and vhdxboot.efi.  Products go under build/.
+# Each first installs the Debian packages it needs when they are missing
+# (scripts/deps.sh), or stops saying which are missing.
 
 BUILD      := build
 CC         ?= cc
@@ -30,8 +32,12 @@ UNIT_BIN   = $(patsubst tests/c/%.c,$(BUILD)/san/tests/%,$(UNIT_SRC))
 BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all host check bench deps clean freestanding run sign
-all: host firmware
+.PHONY: all build host check bench deps deps-build clean freestanding run sign
+# Packages first, then the build (not as parallel prerequisites: `make -j` would build
+# before the packages are there).
+all: deps-build
+	@$(MAKE) --no-print-directory build
+build: host firmware
 host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN)
 
 $(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR) $(TOOL_HDR)
@@ -65,14 +71,17 @@ $(BUILD)/bench/%: tests/bench/%.c $(REL_OBJ) $(CORE_HDR) $(PLAT_HDR)
 	$(CC) $(REL_CFLAGS) $< $(REL_OBJ) -o $@
 
 deps:
-	@./scripts/deps.sh
+	@./scripts/deps.sh all
+
+deps-build:
+	@./scripts/deps.sh build
 
 check: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build
 	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/run.sh
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build
 	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/bench/run.sh
 
 # The README's main command: demo disk -> VHDX -> outer ESP with vhdxboot.efi -> OVMF.
@@ -81,7 +90,7 @@ bench: deps
 LOADER ?= sdboot
 SECUREBOOT ?=
 run: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory build
 	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) --loader $(LOADER) \
 	    $(if $(filter-out 0,$(SECUREBOOT)),--secure-boot)
 

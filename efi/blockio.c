@@ -62,6 +62,31 @@ static void show_error(struct mounted_disk *disk, const char *what, EFI_LBA lba)
               disk->errors_shown == MAX_ERRORS_SHOWN ? " (further errors not shown)" : "");
 }
 
+/* A write found no room for a new block: say once what actually happened. */
+static void show_full(struct mounted_disk *disk)
+{
+    char room[24];
+
+    if (disk->full_shown)
+        return;
+    disk->full_shown = true;
+    con_size_text(room, sizeof room, disk->room);
+    if (disk->reserve == 0 && !disk->expand && disk->room == 0)
+        con_print("vhdx: %s: no room in the file for a new block: it had none at mount, and "
+                  "reserve=0 keeps it from growing; writes that need a new block fail with "
+                  "Volume Full (the file system inside may need a repair)\n", disk->path);
+    else if (disk->reserve == 0 && !disk->expand)
+        con_print("vhdx: %s: the %s of room for new blocks the file had at mount is used up, "
+                  "and reserve=0 keeps it from growing; writes that need a new block fail "
+                  "with Volume Full (the file system inside may need a repair)\n",
+                  disk->path, room);
+    else
+        con_print("vhdx: %s: the %s of room for new blocks the file had at mount is used up; "
+                  "writes that need a new block fail with Volume Full until the next mount "
+                  "grows the file (the file system inside may need a repair)\n",
+                  disk->path, room);
+}
+
 static EFI_STATUS EFIAPI blockio_reset(EFI_BLOCK_IO_PROTOCOL *this, BOOLEAN extended)
 {
     (void)this;
@@ -103,11 +128,7 @@ static EFI_STATUS EFIAPI blockio_write(EFI_BLOCK_IO_PROTOCOL *this, UINT32 media
     rc = vhdx_write(disk->vhdx, lba, size / disk->media.BlockSize, buffer);
     if (rc == VHDX_E_NO_SPACE) {
         status = EFI_VOLUME_FULL;
-        if (!disk->full_shown)
-            con_print("vhdx: %s: no room left in the file for a new block (the reserve "
-                      "is used up); writes that need one fail with Volume Full\n",
-                      disk->path);
-        disk->full_shown = true;
+        show_full(disk);
     } else if (rc == VHDX_E_READ_ONLY) {
         status = EFI_WRITE_PROTECTED;
     } else if (rc) {
@@ -274,11 +295,13 @@ EFI_STATUS blockio_install(struct mounted_disk *disk, const struct efi_esp *esp)
     disk->block_io.WriteBlocks = blockio_write;
     disk->block_io.FlushBlocks = blockio_flush;
 
+    registry_tag(disk, esp);
     disk->handle = NULL;
     status = efi_bs->InstallMultipleProtocolInterfaces(&disk->handle,
                                                        &efi_block_io_guid, &disk->block_io,
                                                        &efi_device_path_guid,
-                                                       disk->device_path, NULL);
+                                                       disk->device_path, &disk_tag_guid,
+                                                       &disk->tag, NULL);
     if (status != EFI_SUCCESS)
         goto err_install;
     status = open_esp(disk, esp);
@@ -291,7 +314,8 @@ EFI_STATUS blockio_install(struct mounted_disk *disk, const struct efi_esp *esp)
 err_open_esp:
     efi_bs->UninstallMultipleProtocolInterfaces(disk->handle, &efi_block_io_guid,
                                                 &disk->block_io, &efi_device_path_guid,
-                                                disk->device_path, NULL);
+                                                disk->device_path, &disk_tag_guid,
+                                                &disk->tag, NULL);
 err_install:
     disk->handle = NULL;
     return status;
@@ -310,7 +334,8 @@ EFI_STATUS blockio_uninstall(struct mounted_disk *disk, const struct efi_esp *es
     status = efi_bs->UninstallMultipleProtocolInterfaces(disk->handle, &efi_block_io_guid,
                                                          &disk->block_io,
                                                          &efi_device_path_guid,
-                                                         disk->device_path, NULL);
+                                                         disk->device_path, &disk_tag_guid,
+                                                         &disk->tag, NULL);
     if (status != EFI_SUCCESS)
         goto err_uninstall;
     disk->handle = NULL;

@@ -184,159 +184,164 @@ static bool parse_size(const char *p, size_t n, uint64_t *out)
     return true;
 }
 
-/* A key that must not carry a value. */
-static bool flag_ok(struct line_state *state, const struct word *w)
+/*
+ * The keys.  `where` says on which lines a key may appear; a key appears at most once
+ * per line; its value is checked by kind before anything on the line is applied.
+ */
+enum key_id { KEY_IMAGE, KEY_RO, KEY_RESERVE, KEY_EXPAND, KEY_VERBOSE, KEY_LOADER,
+              KEY_COUNT };
+enum value_kind { VALUE_NONE, VALUE_SIZE, VALUE_PATH };
+
+#define ON_DISK_LINE   1u
+#define ON_GLOBAL_LINE 2u
+
+static const struct key {
+    const char *name;
+    enum key_id id;
+    enum value_kind value;
+    unsigned where;
+    const char *missing;            /* VALUE_PATH: what an empty value lacks */
+} keys[] = {
+    { "image",   KEY_IMAGE,   VALUE_PATH, ON_DISK_LINE, " needs the path of a .vhdx file" },
+    { "ro",      KEY_RO,      VALUE_NONE, ON_DISK_LINE, NULL },
+    { "reserve", KEY_RESERVE, VALUE_SIZE, ON_DISK_LINE | ON_GLOBAL_LINE, NULL },
+    { "expand",  KEY_EXPAND,  VALUE_NONE, ON_DISK_LINE | ON_GLOBAL_LINE, NULL },
+    { "verbose", KEY_VERBOSE, VALUE_NONE, ON_DISK_LINE | ON_GLOBAL_LINE, NULL },
+    { "loader",  KEY_LOADER,  VALUE_PATH, ON_GLOBAL_LINE,
+      " needs the path of an EFI application" },
+};
+
+/* What one line says, once every word is checked. */
+struct line_values {
+    const struct word *seen[KEY_COUNT];
+    uint64_t reserve;
+};
+
+static const struct key *find_key(const struct word *w)
 {
-    if (w->value) {
-        complain(state, "", w->key, w->key_length, " takes no value");
-        return false;
-    }
-    return true;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (key_is(w, keys[i].name))
+            return &keys[i];
+    return NULL;
 }
 
-static bool size_ok(struct line_state *state, const struct word *w, uint64_t *out)
+static void check_value(struct line_state *state, const struct key *key,
+                        const struct word *w, struct line_values *values)
 {
-    if (!w->value || !parse_size(w->value, w->value_length, out)) {
-        complain(state, "", w->key, w->key_length,
-                 " needs a size: digits with an optional K, M, G or T, at most 1T");
-        return false;
+    switch (key->value) {
+    case VALUE_NONE:
+        if (w->value)
+            complain(state, "", w->key, w->key_length, " takes no value");
+        break;
+    case VALUE_SIZE:
+        if (!w->value || !parse_size(w->value, w->value_length, &values->reserve))
+            complain(state, "", w->key, w->key_length,
+                     " needs a size: digits with an optional K, M, G or T, at most 1T");
+        break;
+    case VALUE_PATH:
+        if (!w->value || w->value_length == 0)
+            complain(state, "", w->key, w->key_length, key->missing);
+        else if (w->value_length >= CONFIG_PATH_MAX)
+            complain(state, "the ", w->key, w->key_length, " path is too long");
+        break;
     }
-    return true;
+}
+
+/* Check every word of a line against the table into `values`. */
+static void check_words(struct line_state *state, const struct word *words, unsigned count,
+                        unsigned where, struct line_values *values)
+{
+    for (unsigned i = 0; i < count; i++) {
+        const struct word *w = &words[i];
+        const struct key *key = find_key(w);
+
+        if (!key) {
+            complain(state, "unknown key ", w->key, w->key_length,
+                     where == ON_DISK_LINE ? " on an image= line" : "");
+        } else if (!(key->where & where)) {
+            complain(state, "", w->key, w->key_length,
+                     where == ON_DISK_LINE ? " belongs on a line of its own"
+                                           : " belongs on an image= line");
+        } else if (values->seen[key->id]) {
+            complain(state, "", w->key, w->key_length, " appears twice on the line");
+        } else {
+            values->seen[key->id] = w;
+            check_value(state, key, w, values);
+        }
+    }
+    if (values->seen[KEY_RESERVE] && values->seen[KEY_EXPAND])
+        complain(state, "expand gives room for every block: reserve= cannot go with it",
+                 NULL, 0, "");
+}
+
+static void copy_value(char *out, const struct word *w)
+{
+    for (size_t i = 0; i < w->value_length; i++)
+        out[i] = w->value[i];
+    out[w->value_length] = '\0';
 }
 
 static void parse_disk_line(struct line_state *state, const struct word *words,
-                            unsigned count, unsigned image)
+                            unsigned count)
 {
     struct config *config = state->config;
     struct config_disk disk = { 0 };
-    bool seen_ro = false, seen_reserve = false, seen_verbose = false;
+    struct line_values values = { 0 };
 
-    disk.line = state->number;
-    if (!words[image].value || words[image].value_length == 0)
-        complain(state, "image= needs the path of a .vhdx file", NULL, 0, "");
-    else if (words[image].value_length >= CONFIG_PATH_MAX)
-        complain(state, "the image path is too long", NULL, 0, "");
-    else {
-        for (size_t i = 0; i < words[image].value_length; i++)
-            disk.path[i] = words[image].value[i];
-    }
-    for (unsigned i = 0; i < count; i++) {
-        const struct word *w = &words[i];
-        bool *seen;
-
-        if (i == image)
-            continue;
-        if (key_is(w, "image"))
-            seen = NULL;
-        else if (key_is(w, "ro"))
-            seen = &seen_ro;
-        else if (key_is(w, "reserve"))
-            seen = &seen_reserve;
-        else if (key_is(w, "verbose"))
-            seen = &seen_verbose;
-        else if (key_is(w, "loader")) {
-            complain(state, "", w->key, w->key_length, " belongs on a line of its own");
-            continue;
-        } else {
-            complain(state, "unknown key ", w->key, w->key_length, " on an image= line");
-            continue;
-        }
-        if (!seen || *seen) {
-            complain(state, "", w->key, w->key_length, " appears twice on the line");
-            continue;
-        }
-        *seen = true;
-        if (seen == &seen_ro && flag_ok(state, w))
-            disk.read_only = true;
-        else if (seen == &seen_verbose && flag_ok(state, w))
-            disk.verbose = true;
-        else if (seen == &seen_reserve && size_ok(state, w, &disk.reserve))
-            disk.reserve_given = true;
-    }
+    check_words(state, words, count, ON_DISK_LINE, &values);
     if (state->failed)
         return;
     if (config->disk_count == CONFIG_MAX_DISKS) {
         complain(state, "too many disks (the limit is 16)", NULL, 0, "");
         return;
     }
+    disk.line = state->number;
+    copy_value(disk.path, values.seen[KEY_IMAGE]);
+    disk.read_only = values.seen[KEY_RO] != NULL;
+    disk.verbose = values.seen[KEY_VERBOSE] != NULL;
+    disk.expand = values.seen[KEY_EXPAND] != NULL;
+    disk.reserve_given = values.seen[KEY_RESERVE] != NULL;
+    disk.reserve = values.reserve;
     config->disks[config->disk_count++] = disk;
-}
-
-/* loader=PATH: present, not empty, short enough. */
-static bool loader_ok(struct line_state *state, const struct word *w)
-{
-    if (!w->value || w->value_length == 0) {
-        complain(state, "", w->key, w->key_length, " needs the path of an EFI application");
-        return false;
-    }
-    if (w->value_length >= CONFIG_PATH_MAX) {
-        complain(state, "the ", w->key, w->key_length, " path is too long");
-        return false;
-    }
-    return true;
 }
 
 static void parse_global_line(struct line_state *state, const struct word *words,
                               unsigned count)
 {
     struct config *config = state->config;
-    bool verbose = false, reserve_given = false;
-    const struct word *loader = NULL;
-    uint64_t reserve = 0;
+    struct line_values values = { 0 };
 
-    for (unsigned i = 0; i < count; i++) {
-        const struct word *w = &words[i];
-
-        if (key_is(w, "loader")) {
-            if (loader)
-                complain(state, "", w->key, w->key_length, " appears twice on the line");
-            else if (loader_ok(state, w))
-                loader = w;
-        } else if (key_is(w, "verbose")) {
-            if (verbose)
-                complain(state, "", w->key, w->key_length, " appears twice on the line");
-            else if (flag_ok(state, w))
-                verbose = true;
-        } else if (key_is(w, "reserve")) {
-            if (reserve_given)
-                complain(state, "", w->key, w->key_length, " appears twice on the line");
-            else if (size_ok(state, w, &reserve))
-                reserve_given = true;
-        } else if (key_is(w, "ro")) {
-            complain(state, "", w->key, w->key_length, " belongs on an image= line");
-        } else {
-            complain(state, "unknown key ", w->key, w->key_length, "");
-        }
-    }
+    check_words(state, words, count, ON_GLOBAL_LINE, &values);
     if (state->failed)
         return;
-    if (reserve_given && config->reserve_given) {
-        complain(state, "a global reserve= is already set", NULL, 0, "");
+    if ((values.seen[KEY_RESERVE] || values.seen[KEY_EXPAND]) &&
+        (config->reserve_given || config->expand)) {
+        complain(state, "a global reserve= or expand is already set", NULL, 0, "");
         return;
     }
-    if (loader && config->loader_line) {
+    if (values.seen[KEY_LOADER] && config->loader_line) {
         complain(state, "loader= is already set", NULL, 0, "");
         return;
     }
-    if (loader) {
-        for (size_t i = 0; i < loader->value_length; i++)
-            config->loader[i] = loader->value[i];
-        config->loader[loader->value_length] = '\0';
+    if (values.seen[KEY_LOADER]) {
+        copy_value(config->loader, values.seen[KEY_LOADER]);
         config->loader_line = state->number;
     }
-    if (verbose)
+    if (values.seen[KEY_VERBOSE])
         config->verbose = true;
-    if (reserve_given) {
+    if (values.seen[KEY_EXPAND])
+        config->expand = true;
+    if (values.seen[KEY_RESERVE]) {
         config->reserve_given = true;
-        config->reserve = reserve;
+        config->reserve = values.reserve;
     }
 }
 
 static void parse_line(struct line_state *state, const char *p, const char *end)
 {
     struct word words[MAX_WORDS];
-    unsigned count, image = MAX_WORDS;
-    bool in_quote = false;
+    unsigned count;
+    bool in_quote = false, disk_line = false;
 
     /* A '#' outside quotes starts a comment. */
     for (const char *q = p; q < end; q++) {
@@ -350,14 +355,11 @@ static void parse_line(struct line_state *state, const char *p, const char *end)
     count = split_words(state, p, end, words);
     if (state->failed || count == 0)
         return;
-    for (unsigned i = 0; i < count; i++) {
-        if (key_is(&words[i], "image")) {
-            image = i;
-            break;
-        }
-    }
-    if (image < count)
-        parse_disk_line(state, words, count, image);
+    for (unsigned i = 0; i < count; i++)
+        if (key_is(&words[i], "image"))
+            disk_line = true;
+    if (disk_line)
+        parse_disk_line(state, words, count);
     else
         parse_global_line(state, words, count);
 }

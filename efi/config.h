@@ -17,15 +17,17 @@
  * Disk line keys: image=PATH (required; '\' or '/' separators; a path that does not
  * start with a separator is relative to the directory the driver was loaded from;
  * double quotes allow blanks), ro (read-only), reserve=SIZE (room for new blocks, see
- * disk.h), verbose (more messages about this disk).  Global keys: verbose (every disk,
- * and the driver), reserve=SIZE (default for disks without their own), loader=PATH
- * (the boot program's loader inside the boot disk, from the root of the file system
- * it is found on; the driver has no use for it and says so).  SIZE is a decimal number
- * with an optional K, M, G or T suffix (binary multiples).
+ * disk.h), expand (room for every block), verbose (more messages about this disk).
+ * Global keys: verbose (every disk, and the driver), reserve=SIZE or expand (the
+ * default for disks without their own), loader=PATH (the boot program's loader inside
+ * the boot disk, from the root of the file system it is found on; the driver has no
+ * use for it and says so).  SIZE is a decimal number with an optional K, M, G or T
+ * suffix (binary multiples).  The keys are a table in config.c.
  *
- * Strict: an unknown key, a value where none belongs, a missing value, a repeated key
- * or an unterminated quote is reported with the line number, and that whole line is
- * skipped (a misspelt "ro" must not mount a disk writable).
+ * Strict: an unknown key, a value where none belongs, a missing value, a repeated key,
+ * reserve= and expand together, or an unterminated quote is reported with the line
+ * number, and that whole line is skipped (a misspelt "ro" must not mount a disk
+ * writable).
  */
 #ifndef VHDX_EFI_CONFIG_H
 #define VHDX_EFI_CONFIG_H
@@ -45,12 +47,14 @@ struct config_disk {
     bool verbose;
     bool reserve_given;
     uint64_t reserve;               /* bytes, when reserve_given */
+    bool expand;
 };
 
 struct config {
     bool verbose;
     bool reserve_given;
     uint64_t reserve;
+    bool expand;
     char loader[CONFIG_PATH_MAX];   /* loader=, quotes removed; "" when not given */
     unsigned loader_line;           /* 0 when not given */
     unsigned disk_count;

@@ -132,6 +132,38 @@ size_t con_format(char *buffer, size_t size, const char *fmt, ...)
     return n;
 }
 
+void con_size_text(char *buffer, size_t size, unsigned long long bytes)
+{
+    const unsigned long long KiB = 1ull << 10, MiB = 1ull << 20, GiB = 1ull << 30;
+
+    if (bytes >= GiB && bytes % GiB == 0)
+        con_format(buffer, size, "%llu GiB", bytes / GiB);
+    else if (bytes >= MiB && bytes % MiB == 0)
+        con_format(buffer, size, "%llu MiB", bytes / MiB);
+    else if (bytes >= MiB)
+        con_format(buffer, size, "%llu.%llu MiB", bytes / MiB, bytes % MiB * 10 / MiB);
+    else if (bytes >= KiB)
+        con_format(buffer, size, "%llu KiB", bytes / KiB);
+    else
+        con_format(buffer, size, "%llu bytes", bytes);
+}
+
+/*
+ * Can every console show this character?  A serial terminal in a 7-bit mode (OVMF's
+ * default, TTY) prints '?' for anything outside ASCII, so a file name would print as
+ * "\disks\?rger.vhdx"; ConOut's TestString says so beforehand.
+ */
+static bool printable(SIMPLE_TEXT_OUTPUT_INTERFACE *out, CHAR16 c)
+{
+    CHAR16 text[2] = { c, 0 };
+
+    return c < 0x80 || out->TestString(out, text) == EFI_SUCCESS;
+}
+
+/*
+ * UTF-8 to ConOut.  A character some console cannot show goes out as "<U+00C4>" (no
+ * FAT name contains '<'), so that a name means one thing on every console.
+ */
 static void output_utf8(const char *text)
 {
     SIMPLE_TEXT_OUTPUT_INTERFACE *out = efi_systab ? efi_systab->ConOut : NULL;
@@ -146,8 +178,19 @@ static void output_utf8(const char *text)
         text = utf8_next(text, &c);
         if (c == '\n')
             piece[n++] = '\r';
-        piece[n++] = c;
-        if (n >= ARRAY_SIZE(piece) - 2 || !*text) {
+        if (printable(out, c)) {
+            piece[n++] = c;
+        } else {
+            static const char hex[] = "0123456789ABCDEF";
+            const char *code = "<U+";
+
+            while (*code)
+                piece[n++] = (CHAR16)*code++;
+            for (int shift = 12; shift >= 0; shift -= 4)
+                piece[n++] = (CHAR16)hex[(c >> shift) & 0xF];
+            piece[n++] = '>';
+        }
+        if (n >= ARRAY_SIZE(piece) - 10 || !*text) {
             piece[n] = 0;
             out->OutputString(out, piece);
             n = 0;

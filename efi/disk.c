@@ -11,16 +11,6 @@
 /* The largest FAT file is 4 GiB - 1; VHDX allocates in whole MiB below that. */
 #define FAT_FILE_LIMIT 0xFFF00000ull
 
-static void format_size(char *out, size_t size, uint64_t bytes)
-{
-    if (bytes >= (1ull << 30) && bytes % (1ull << 30) == 0)
-        con_format(out, size, "%llu GiB", (unsigned long long)(bytes >> 30));
-    else if (bytes % (1ull << 20) == 0)
-        con_format(out, size, "%llu MiB", (unsigned long long)(bytes >> 20));
-    else
-        con_format(out, size, "%llu bytes", (unsigned long long)bytes);
-}
-
 static void print_diag(const char *path, const char *doing, const struct vhdx_diag *diag)
 {
     char reason[200];
@@ -34,39 +24,10 @@ static void print_diag(const char *path, const char *doing, const struct vhdx_di
 /* The directory of the loaded image, from its file path nodes ("\EFI\vhdx"). */
 static void image_directory(const EFI_DEVICE_PATH *path, char *out, size_t size)
 {
-    size_t used = 0, last_separator = 0;
+    size_t last_separator = 0;
 
-    for (const EFI_DEVICE_PATH *node = path; node && !IsDevicePathEnd(node);
-         node = NextDevicePathNode(node)) {
-        size_t length = DevicePathNodeLength(node);
-        const uint8_t *name = (const uint8_t *)node + END_DEVICE_PATH_LENGTH;
-
-        if (length < END_DEVICE_PATH_LENGTH)
-            break;
-        if (DevicePathType(node) != MEDIA_DEVICE_PATH ||
-            DevicePathSubType(node) != MEDIA_FILEPATH_DP)
-            continue;
-        /* Consecutive file path nodes concatenate; the name may be unaligned. */
-        for (size_t i = 0; i + 1 < length - END_DEVICE_PATH_LENGTH; i += 2) {
-            uint16_t c = (uint16_t)(name[i] | (name[i + 1] << 8));
-
-            if (c == 0)
-                break;
-            if (i == 0 && used > 0 && out[used - 1] != '\\' && c != '\\' && used + 1 < size)
-                out[used++] = '\\';
-            if (c < 0x80 && used + 1 < size) {
-                out[used++] = (char)c;
-            } else if (c < 0x800 && used + 2 < size) {
-                out[used++] = (char)(0xC0 | (c >> 6));
-                out[used++] = (char)(0x80 | (c & 0x3F));
-            } else if (c >= 0x800 && used + 3 < size) {
-                out[used++] = (char)(0xE0 | (c >> 12));
-                out[used++] = (char)(0x80 | ((c >> 6) & 0x3F));
-                out[used++] = (char)(0x80 | (c & 0x3F));
-            }
-        }
-    }
-    for (size_t i = 0; i < used; i++)
+    efi_path_text(path, out, size);
+    for (size_t i = 0; out[i]; i++)
         if (out[i] == '\\' || out[i] == '/')
             last_separator = i;
     /* Keep "\EFI\vhdx" of "\EFI\vhdx\vhdx.efi" ("" for the root directory). */
@@ -109,9 +70,8 @@ static void report_config(void *context, unsigned line, const char *message)
     con_print("vhdx: %s line %u: %s\n", report->source, line, message);
 }
 
-/* Open a file of the ESP by its UTF-8 path. */
-static EFI_STATUS open_file(struct disk_set *set, const char *path, UINT64 mode,
-                            EFI_FILE_PROTOCOL **root, EFI_FILE_PROTOCOL **file)
+EFI_STATUS disk_open_file(struct disk_set *set, const char *path, UINT64 mode,
+                          EFI_FILE_PROTOCOL **root, EFI_FILE_PROTOCOL **file)
 {
     CHAR16 name[CONFIG_PATH_MAX];
     EFI_STATUS status;
@@ -129,27 +89,6 @@ static EFI_STATUS open_file(struct disk_set *set, const char *path, UINT64 mode,
     return status;
 }
 
-/* The file's EFI_FILE_INFO in pool memory. */
-static EFI_STATUS file_info(EFI_FILE_PROTOCOL *file, EFI_FILE_INFO **info, UINTN *size)
-{
-    EFI_STATUS status;
-
-    *size = 0;
-    *info = NULL;
-    status = file->GetInfo(file, &efi_file_info_guid, size, NULL);
-    if (status != EFI_BUFFER_TOO_SMALL)
-        return status == EFI_SUCCESS ? EFI_DEVICE_ERROR : status;
-    *info = efi_allocate(*size);
-    if (!*info)
-        return EFI_OUT_OF_RESOURCES;
-    status = file->GetInfo(file, &efi_file_info_guid, size, *info);
-    if (status != EFI_SUCCESS) {
-        efi_free(*info);
-        *info = NULL;
-    }
-    return status;
-}
-
 /* Read vhdx.cfg (at most CONFIG_FILE_MAX bytes) into pool memory. */
 static EFI_STATUS read_config_file(struct disk_set *set, const char *path, void **data,
                                    size_t *size)
@@ -159,10 +98,10 @@ static EFI_STATUS read_config_file(struct disk_set *set, const char *path, void 
     UINTN info_size, length;
     EFI_STATUS status;
 
-    status = open_file(set, path, EFI_FILE_MODE_READ, &root, &file);
+    status = disk_open_file(set, path, EFI_FILE_MODE_READ, &root, &file);
     if (status != EFI_SUCCESS)
         goto err_open;
-    status = file_info(file, &info, &info_size);
+    status = efi_get_info(file, &efi_file_info_guid, (void **)&info, &info_size);
     if (status != EFI_SUCCESS)
         goto err_info;
     if (info->FileSize > CONFIG_FILE_MAX || (info->Attribute & EFI_FILE_DIRECTORY)) {
@@ -301,26 +240,39 @@ static bool map_file(struct disk_set *set, struct mounted_disk *disk)
     return false;
 }
 
-/* Extend the file through the firmware's FAT driver, then make the change durable. */
-static EFI_STATUS extend_file(struct disk_set *set, const char *path, uint64_t new_size)
+EFI_STATUS disk_change_file(struct disk_set *set, const char *path,
+                            const struct file_change *change)
 {
+    /* A size needs a handle for writing; attributes change through one for reading,
+     * which a read-only file allows (EDK II FatPkg Info.c). */
+    UINT64 mode = EFI_FILE_MODE_READ | (change->resize ? EFI_FILE_MODE_WRITE : 0);
     EFI_FILE_PROTOCOL *root, *file;
     EFI_FILE_INFO *info;
     UINTN info_size;
     EFI_STATUS status;
 
-    status = open_file(set, path, EFI_FILE_MODE_READ | EFI_FILE_MODE_WRITE, &root, &file);
+    status = disk_open_file(set, path, mode, &root, &file);
     if (status != EFI_SUCCESS)
         goto err_open;
-    status = file_info(file, &info, &info_size);
+    status = efi_get_info(file, &efi_file_info_guid, (void **)&info, &info_size);
     if (status != EFI_SUCCESS)
         goto err_info;
-    info->FileSize = new_size;
+    if (change->resize)
+        info->FileSize = change->size;
+    info->Attribute = (info->Attribute | change->set_attributes) & ~change->clear_attributes;
+    /* The times go back as they were read, so the FAT driver keeps them. */
     status = file->SetInfo(file, &efi_file_info_guid, info_size, info);
     if (status != EFI_SUCCESS)
         goto err_set;
-    /* The FAT driver caches; our mapping reads the partition directly next. */
-    status = file->Flush(file);
+    /*
+     * The FAT driver caches file data, and our mapping reads the partition directly
+     * next; a directory entry is written before SetInfo returns (and Flush is refused
+     * on a handle for reading).  Then the device's own cache.
+     */
+    if (change->resize)
+        status = file->Flush(file);
+    if (status == EFI_SUCCESS)
+        set->esp.block_io->FlushBlocks(set->esp.block_io);
 
 err_set:
     efi_free(info);
@@ -331,19 +283,89 @@ err_open:
     return status;
 }
 
+/* Free bytes of the ESP's file system, as its FAT driver counts them. */
+static EFI_STATUS esp_free_space(struct disk_set *set, uint64_t *free_bytes)
+{
+    EFI_FILE_PROTOCOL *root;
+    EFI_FILE_SYSTEM_INFO *info;
+    UINTN size;
+    EFI_STATUS status;
+
+    if (!set->file_system)
+        return EFI_UNSUPPORTED;
+    status = set->file_system->OpenVolume(set->file_system, &root);
+    if (status != EFI_SUCCESS)
+        return status;
+    status = efi_get_info(root, &efi_file_system_info_guid, (void **)&info, &size);
+    if (status == EFI_SUCCESS) {
+        *free_bytes = info->FreeSpace;
+        efi_free(info);
+    }
+    root->Close(root);
+    return status;
+}
+
+/* What a writable disk asks for: its own line's reserve= or expand, else the global. */
+static void room_request(const struct config *config, const struct config_disk *entry,
+                         struct mounted_disk *disk)
+{
+    disk->expand = entry->expand || (!entry->reserve_given && config->expand);
+    disk->reserve = entry->reserve_given ? entry->reserve
+                    : config->reserve_given ? config->reserve : DISK_DEFAULT_RESERVE;
+}
+
+enum room { ROOM_ENOUGH, ROOM_SHORT, ROOM_NO_IMAGE };
+
+/* The room a writable mount needs (disk.h): bytes, whole blocks, at most what is left. */
+static uint64_t room_needed(const struct mounted_disk *disk, const struct vhdx_info *info)
+{
+    uint64_t unallocated = (info->blocks_total - info->blocks_present) * info->block_size;
+    uint64_t reserve = (disk->reserve + info->block_size - 1) / info->block_size *
+                       info->block_size;
+
+    return disk->expand || reserve > unallocated ? unallocated : reserve;
+}
+
 /*
- * Writable disks that may allocate: make sure the file has `reserve` bytes of room past
- * its allocated data (see disk.h).  A failure to extend is reported and tolerated: the
- * disk mounts, and writes needing new blocks fail cleanly.  Returns false only when
- * the image cannot be opened at all (reported).
+ * The room cannot be made: say why and what would do, in one line.  `possible` is the
+ * most room the file could have; `esp_helps`: freeing space on the ESP would.
  */
-static bool make_room(struct disk_set *set, struct mounted_disk *disk, uint64_t reserve)
+static void room_short(const struct mounted_disk *disk, uint64_t need, uint64_t possible,
+                       const char *why, bool esp_helps)
+{
+    const char *free_it = esp_helps ? "free space on the ESP, or " : "";
+    char need_text[24], possible_text[24];
+
+    con_size_text(need_text, sizeof need_text, need);
+    con_size_text(possible_text, sizeof possible_text, possible);
+    if (disk->expand)
+        con_print("vhdx: %s: cannot expand the file for all its blocks (%s of room): %s: "
+                  "mounting read-only (%sdrop expand)\n", disk->path, need_text, why,
+                  free_it);
+    else if (possible == 0)
+        con_print("vhdx: %s: no room for new blocks, and the reserve asks for %s: %s: "
+                  "mounting read-only (%sset reserve=0 to mount it writable with no room to "
+                  "grow)\n", disk->path, need_text, why, free_it);
+    else
+        con_print("vhdx: %s: room for at most %s of new blocks, and the reserve asks for %s: "
+                  "%s: mounting read-only (%saccept less room with reserve=%lluM; reserve=0 "
+                  "for none)\n", disk->path, possible_text, need_text, why, free_it,
+                  (unsigned long long)(possible >> 20));
+}
+
+/*
+ * Writable disks: make sure the file has the room for new blocks the configuration asks
+ * for (see disk.h), growing it through the firmware's FAT driver by what is missing.
+ * ROOM_SHORT (reported): the disk must mount read-only, and the file was not touched.
+ * ROOM_NO_IMAGE (reported): the image cannot be opened at all.
+ */
+static enum room make_room(struct disk_set *set, struct mounted_disk *disk)
 {
     struct vhdx_disk *probe;
     struct vhdx_diag diag;
     struct vhdx_info info;
-    uint64_t target;
-    char old_text[24], new_text[24];
+    uint64_t need, limit, free_bytes = 0, possible, target;
+    char old_text[24], new_text[24], why[96];
     EFI_STATUS status;
     int rc;
 
@@ -354,36 +376,105 @@ static bool make_room(struct disk_set *set, struct mounted_disk *disk, uint64_t 
     disk->file.quiet = false;
     if (rc != VHDX_OK) {
         print_diag(disk->path, "", &diag);
-        return false;
+        return ROOM_NO_IMAGE;
     }
     vhdx_get_info(probe, &info);
     vhdx_close(probe, NULL);
+    disk->room = disk->file.size > info.used_size ? disk->file.size - info.used_size : 0;
     /* Every block present (a true fixed image): nothing is ever allocated.  QEMU's
      * "fixed" images start with blocks in the ZERO state and allocate like dynamic ones. */
-    if (info.blocks_present == info.blocks_total || reserve == 0)
-        return true;
-    reserve = (reserve + info.block_size - 1) / info.block_size * info.block_size;
-    target = info.used_size + reserve;
-    if (target > FAT_FILE_LIMIT)
-        target = FAT_FILE_LIMIT;
-    if (disk->file.size >= target) {
+    need = room_needed(disk, &info);
+    if (disk->room >= need) {
         if (disk->verbose)
             con_print("vhdx: %s: room for %llu new block(s) of %u MiB\n", disk->path,
-                      (unsigned long long)((disk->file.size - info.used_size) /
-                                           info.block_size), info.block_size >> 20);
-        return true;
+                      (unsigned long long)(disk->room / info.block_size),
+                      info.block_size >> 20);
+        return ROOM_ENOUGH;
     }
-    format_size(old_text, sizeof old_text, disk->file.size);
-    format_size(new_text, sizeof new_text, target);
-    status = extend_file(set, disk->path, target);
-    if (status != EFI_SUCCESS)
-        con_print("vhdx: %s: warning: cannot extend the file from %s to %s for new "
-                  "blocks: %s\n", disk->path, old_text, new_text, efi_status_text(status));
-    else if (disk->verbose)
+    /* What the file can reach: FAT's largest file, then the ESP's free space. */
+    limit = FAT_FILE_LIMIT > info.used_size ? FAT_FILE_LIMIT - info.used_size : 0;
+    limit -= limit % info.block_size;
+    if (limit < need) {
+        con_size_text(new_text, sizeof new_text, info.used_size + need);
+        con_format(why, sizeof why, "the file would be %s, and a FAT file holds at most "
+                   "4 GiB - 1 byte", new_text);
+        room_short(disk, need, limit, why, false);
+        return ROOM_SHORT;
+    }
+    status = esp_free_space(set, &free_bytes);
+    if (status != EFI_SUCCESS) {
+        con_format(why, sizeof why, "the firmware cannot grow files on the ESP (%s)",
+                   efi_status_text(status));
+        room_short(disk, need, disk->room - disk->room % info.block_size, why, false);
+        return ROOM_SHORT;
+    }
+    possible = disk->file.size - info.used_size + free_bytes;
+    if (disk->file.size < info.used_size)
+        possible = free_bytes;
+    possible = possible < limit ? possible - possible % info.block_size : limit;
+    if (possible < need) {
+        con_size_text(new_text, sizeof new_text, free_bytes);
+        con_format(why, sizeof why, "the ESP has %s free", new_text);
+        room_short(disk, need, possible, why, true);
+        return ROOM_SHORT;
+    }
+    target = info.used_size + need;
+    con_size_text(old_text, sizeof old_text, disk->file.size);
+    con_size_text(new_text, sizeof new_text, target);
+    status = disk_change_file(set, disk->path,
+                              &(struct file_change){ .resize = true, .size = target });
+    /* Even a failed extension may have changed the file: map it again either way. */
+    efi_esp_unmap(&disk->file);
+    if (!map_file(set, disk))
+        return ROOM_NO_IMAGE;
+    if (status != EFI_SUCCESS) {
+        con_print("vhdx: %s: cannot extend the file from %s to %s for new blocks: %s: "
+                  "mounting read-only\n", disk->path, old_text, new_text,
+                  efi_status_text(status));
+        return ROOM_SHORT;
+    }
+    disk->room = disk->file.size - info.used_size;
+    if (disk->verbose)
         con_print("vhdx: %s: extended the file from %s to %s for new blocks\n",
                   disk->path, old_text, new_text);
-    efi_esp_unmap(&disk->file);
-    return map_file(set, disk);
+    return ROOM_ENOUGH;
+}
+
+/*
+ * Can a disk asked for writable be written on this medium?  Not when the ESP is
+ * write-protected, nor when the file carries the read-only attribute (unless an
+ * earlier mount of ours left it: guard.c), nor when the medium refuses a write the
+ * firmware did not say it would refuse.  Says why when not.
+ */
+static bool medium_writable(struct disk_set *set, struct mounted_disk *disk)
+{
+    EFI_STATUS status;
+
+    if (set->esp.read_only) {
+        con_print("vhdx: %s: the ESP is write-protected: mounting read-only\n", disk->path);
+        return false;
+    }
+    if (disk->file.attributes & FAT_ATTR_READ_ONLY) {
+        if (!guard_left_behind(set, disk)) {
+            con_print("vhdx: %s: the file is marked read-only: mounting read-only (`attrib "
+                      "-r` in the shell clears the mark)\n", disk->path);
+            return false;
+        }
+        status = guard_clear(set, disk);
+        con_print("vhdx: %s: the file is still marked read-only by a mount that did not end "
+                  "(the machine stopped while it was mounted): %s\n", disk->path,
+                  status == EFI_SUCCESS ? "mark cleared" : efi_status_text(status));
+        if (status != EFI_SUCCESS)
+            return false;
+    }
+    status = efi_esp_probe_write(&disk->file);
+    if (status != EFI_SUCCESS) {
+        con_print("vhdx: %s: the ESP refuses writes (%s), though the firmware does not say "
+                  "it is write-protected: mounting read-only\n", disk->path,
+                  efi_status_text(status));
+        return false;
+    }
+    return true;
 }
 
 static const char *type_name(enum vhdx_disk_type type)
@@ -397,7 +488,7 @@ static void print_disk(const struct mounted_disk *disk)
     const struct vhdx_info *info = &disk->info;
     char size[24], log[64], physical[32] = "";
 
-    format_size(size, sizeof size, info->virtual_size);
+    con_size_text(size, sizeof size, info->virtual_size);
     if (info->physical_sector_size != info->logical_sector_size)
         con_format(physical, sizeof physical, " (%u physical)", info->physical_sector_size);
     if (info->log_state == VHDX_LOG_WAS_CLEAN)
@@ -418,22 +509,25 @@ static void print_disk(const struct mounted_disk *disk)
                   (unsigned long long)info->blocks_total);
 }
 
-static const struct mounted_disk *find_mounted(const struct disk_set *set,
-                                               uint64_t entry_offset)
+/* The file is mounted already (registry.c): name that mount, and what happens now. */
+static void report_mounted(const struct disk_set *set, const struct mounted_disk *disk,
+                           const struct disk_tag *tag)
 {
-    for (const struct mounted_disk *d = set->disks; d; d = d->next)
-        if (d->file.entry_offset == entry_offset)
-            return d;
-    return NULL;
+    char owner[CONFIG_PATH_MAX];
+
+    registry_owner_name(tag, owner, sizeof owner);
+    con_print("vhdx: %s: already mounted as %s (%s, by %s): %s\n", disk->path, tag->path,
+              tag->flags & DISK_TAG_WRITABLE ? "writable" : "read-only", owner,
+              set->uses_mounted ? "using that disk" : "not mounted a second time");
 }
 
 static EFI_STATUS disk_mount(struct disk_set *set, const struct config *config,
                              const struct config_disk *entry, struct mounted_disk **out)
 {
     struct mounted_disk *disk;
-    const struct mounted_disk *twin;
+    const struct disk_tag *tag;
+    EFI_HANDLE twin;
     struct vhdx_diag diag;
-    uint64_t reserve;
     const char *why;
     bool writable;
     EFI_STATUS status = EFI_LOAD_ERROR;
@@ -450,38 +544,49 @@ static EFI_STATUS disk_mount(struct disk_set *set, const struct config *config,
         goto err_path;
     }
     disk->verbose = config->verbose || entry->verbose;
-    writable = !entry->read_only;
-    if (writable && set->esp.read_only) {
-        con_print("vhdx: %s: the ESP is write-protected: mounting read-only\n", disk->path);
-        writable = false;
-    }
     disk->device_path = disk_device_path(set->esp.device_path, disk->path);
     if (!disk->device_path) {
         con_print("vhdx: %s: out of memory\n", disk->path);
         goto err_device_path;
     }
+    if (!map_file(set, disk))
+        goto err_map;
+    tag = registry_find(set->esp.handle, disk->file.entry_offset, disk->file.first_cluster,
+                        &twin);
+    if (tag) {
+        report_mounted(set, disk, tag);
+        status = EFI_ALREADY_STARTED;
+        goto err_mounted;
+    }
+    /* A disk with this path but no tag: mounted by an older program of ours. */
     if (disk_device_path_taken(disk->device_path)) {
         con_print("vhdx: %s: already mounted\n", disk->path);
         status = EFI_ALREADY_STARTED;
         goto err_taken;
     }
-    if (!map_file(set, disk))
-        goto err_map;
-    twin = find_mounted(set, disk->file.entry_offset);
-    if (twin) {
-        con_print("vhdx: %s: already mounted as %s\n", disk->path, twin->path);
-        status = EFI_ALREADY_STARTED;
-        goto err_twin;
+    writable = !entry->read_only && medium_writable(set, disk);
+    room_request(config, entry, disk);
+    if (writable) {
+        switch (make_room(set, disk)) {
+        case ROOM_NO_IMAGE:
+            goto err_room;
+        case ROOM_SHORT:
+            writable = false;
+            break;
+        case ROOM_ENOUGH:
+            break;
+        }
     }
-    if (writable && (disk->file.attributes & FAT_ATTR_READ_ONLY)) {
-        con_print("vhdx: %s: the file is marked read-only: mounting read-only\n",
-                  disk->path);
-        writable = false;
+    if (writable) {
+        status = guard_set(set, disk);
+        if (status != EFI_SUCCESS) {
+            con_print("vhdx: %s: cannot mark the file read-only on the ESP, which keeps it "
+                      "from being deleted while mounted (%s): mounting read-only\n",
+                      disk->path, efi_status_text(status));
+            writable = false;
+        }
+        status = EFI_LOAD_ERROR;
     }
-    reserve = entry->reserve_given ? entry->reserve
-              : config->reserve_given ? config->reserve : DISK_DEFAULT_RESERVE;
-    if (writable && !make_room(set, disk, reserve))
-        goto err_room;
 
     prepare_file(disk, !writable);
     if (vhdx_open(&disk->platform, writable ? VHDX_OPEN_WRITABLE : 0, &disk->vhdx,
@@ -511,11 +616,13 @@ err_install:
 err_type:
     vhdx_close(disk->vhdx, NULL);
 err_open:
+    if (disk->guarded)
+        guard_clear(set, disk);
 err_room:
-err_twin:
+err_taken:
+err_mounted:
     efi_esp_unmap(&disk->file);
 err_map:
-err_taken:
     efi_free(disk->device_path);
 err_device_path:
 err_path:
@@ -542,7 +649,33 @@ unsigned disk_set_mount(struct disk_set *set, const struct config *config)
     return set->count;
 }
 
+EFI_HANDLE disk_set_find(struct disk_set *set, const char *path, const struct disk_tag **tag)
+{
+    struct fat_file found;
+    const char *detail;
+    EFI_HANDLE handle = NULL;
+
+    *tag = NULL;
+    if (efi_esp_lookup(&set->esp, path, &found, &detail) != FAT_OK)
+        return NULL;
+    *tag = registry_find(set->esp.handle, found.entry_offset, found.first_cluster, &handle);
+    return *tag ? handle : NULL;
+}
+
 /* --- taking disks away ---------------------------------------------------------------- */
+
+/* Clear the read-only attribute guard_set put on a disk's file, saying so if it fails. */
+static void unguard(struct disk_set *set, struct mounted_disk *disk)
+{
+    EFI_STATUS status;
+
+    if (!disk->guarded)
+        return;
+    status = guard_clear(set, disk);
+    if (status != EFI_SUCCESS)
+        con_print("vhdx: %s: cannot clear the read-only mark set at mount (%s): the next "
+                  "mount clears it\n", disk->path, efi_status_text(status));
+}
 
 EFI_STATUS disk_set_unmount(struct disk_set *set)
 {
@@ -560,6 +693,7 @@ EFI_STATUS disk_set_unmount(struct disk_set *set)
         if (disk->vhdx && vhdx_close(disk->vhdx, &diag) != VHDX_OK)
             print_diag(disk->path, "closing: ", &diag);
         disk->vhdx = NULL;
+        unguard(set, disk);
         set->disks = disk->next;
         set->count--;
         efi_esp_unmap(&disk->file);
@@ -582,11 +716,14 @@ void disk_set_shutdown(struct disk_set *set, bool boot_services_gone)
         disk->file.boot_services_gone = boot_services_gone;
         rc = vhdx_close(disk->vhdx, &diag);
         disk->vhdx = NULL;
-        if (boot_services_gone)
+        if (boot_services_gone) {
+            guard_clear_at_exit(set, disk);
             continue;           /* no console either */
+        }
         if (rc != VHDX_OK)
             print_diag(disk->path, "closing: ", &diag);
         else if (disk->verbose)
             con_print("vhdx: %s: closed\n", disk->path);
+        unguard(set, disk);
     }
 }

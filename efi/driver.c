@@ -7,6 +7,12 @@
  * UnloadImage) disconnects and uninstalls every disk, closes the images and frees
  * everything before the image goes; while a disk is still in use it refuses and the
  * driver stays.
+ *
+ * The image handle also carries a component name and a driver binding, only so that
+ * the shell's `drivers` lists it (it lists handles with a driver binding, by their
+ * component name) with the handle number `unload` needs.  The binding binds nothing:
+ * its Supported says no to every controller, since the disks come from the
+ * configuration, not from controllers the firmware offers.
  */
 #include "console.h"
 #include "disk.h"
@@ -18,15 +24,97 @@ static struct disk_set *the_disks;
 
 EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab);
 
+/* --- the name `drivers` shows ------------------------------------------------------- */
+
+static CHAR16 driver_name[] = L"VHDX disks (vhdx.efi " VHDX_EFI_VERSION ")";
+
+/* Supported and Start: no controller is ours to bind. */
+static EFI_STATUS EFIAPI binding_refuse(EFI_DRIVER_BINDING_PROTOCOL *this,
+                                        EFI_HANDLE controller, EFI_DEVICE_PATH *remaining)
+{
+    (void)this;
+    (void)controller;
+    (void)remaining;
+    return EFI_UNSUPPORTED;
+}
+
+static EFI_STATUS EFIAPI binding_stop(EFI_DRIVER_BINDING_PROTOCOL *this,
+                                      EFI_HANDLE controller, UINTN children,
+                                      EFI_HANDLE *child_handles)
+{
+    (void)this;
+    (void)controller;
+    (void)children;
+    (void)child_handles;
+    return EFI_UNSUPPORTED;
+}
+
+/* RFC 4646 languages: "en", "en-US", ... all get the one name. */
+static EFI_STATUS EFIAPI get_driver_name(EFI_COMPONENT_NAME2_PROTOCOL *this, CHAR8 *language,
+                                         CHAR16 **name)
+{
+    (void)this;
+    if (!language || !name)
+        return EFI_INVALID_PARAMETER;
+    if (language[0] != 'e' || language[1] != 'n' || (language[2] && language[2] != '-'))
+        return EFI_UNSUPPORTED;
+    *name = driver_name;
+    return EFI_SUCCESS;
+}
+
+static EFI_STATUS EFIAPI get_controller_name(EFI_COMPONENT_NAME2_PROTOCOL *this,
+                                             EFI_HANDLE controller, EFI_HANDLE child,
+                                             CHAR8 *language, CHAR16 **name)
+{
+    (void)this;
+    (void)controller;
+    (void)child;
+    (void)language;
+    (void)name;
+    return EFI_UNSUPPORTED;
+}
+
+static EFI_DRIVER_BINDING_PROTOCOL driver_binding = {
+    binding_refuse, binding_refuse, binding_stop, 0x10, NULL, NULL
+};
+static EFI_COMPONENT_NAME2_PROTOCOL component_name = {
+    get_driver_name, get_controller_name, (CHAR8 *)"en"
+};
+
+/* Failing to be listed is no reason not to work: the result is only reported. */
+static void name_install(EFI_HANDLE image)
+{
+    EFI_STATUS status;
+
+    driver_binding.ImageHandle = image;
+    driver_binding.DriverBindingHandle = image;
+    status = efi_bs->InstallMultipleProtocolInterfaces(&image, &efi_driver_binding_guid,
+                                                       &driver_binding,
+                                                       &efi_component_name2_guid,
+                                                       &component_name, NULL);
+    if (status != EFI_SUCCESS)
+        con_print("vhdx: cannot name the driver for the shell's `drivers`: %s\n",
+                  efi_status_text(status));
+}
+
+static void name_uninstall(EFI_HANDLE image)
+{
+    efi_bs->UninstallMultipleProtocolInterfaces(image, &efi_driver_binding_guid,
+                                                &driver_binding, &efi_component_name2_guid,
+                                                &component_name, NULL);
+}
+
+/* --- load and unload ---------------------------------------------------------------- */
+
 static EFI_STATUS EFIAPI driver_unload(EFI_HANDLE image)
 {
     struct disk_set *disks = the_disks;
     EFI_STATUS status;
 
-    (void)image;
     status = disk_set_unmount(disks);
     if (status != EFI_SUCCESS)
         return status;      /* still in use: stay loaded, the rest keeps working */
+    name_uninstall(image);
     disk_set_unwatch(disks);
     the_disks = NULL;
     efi_free(disks);
@@ -71,6 +159,7 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
         goto err_mount;
     }
     efi_free(config);
+    name_install(image);
     loaded->Unload = driver_unload;
     return EFI_SUCCESS;
 

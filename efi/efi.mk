@@ -52,6 +52,7 @@ EFI_RUNTIME  := efi/system.c efi/console.c efi/compiler.c
 # The reusable mount module (configuration -> open -> Block I/O), shared by the driver
 # and the boot program: the core, the FAT mapper and the ESP platform backend.
 EFI_MOUNT    := $(CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c efi/disk.c \
+                efi/registry.c efi/guard.c \
                 efi/blockio.c efi/shutdown.c
 
 EFI_DRIVER_SRC := efi/driver.c $(EFI_MOUNT) $(EFI_RUNTIME) efi/sbat.S
@@ -69,7 +70,15 @@ firmware: $(EFI_PRODUCTS)
 	        { echo "$$image.efi is larger than 128 KiB" >&2; exit 1; }; \
 	done
 
-$(EFI_OUT)/obj/%.o: %.c $(EFI_HDR)
+# Without gnu-efi every object fails on a missing header: say what is missing instead.
+.PHONY: gnu-efi-present
+gnu-efi-present:
+	@[ -f $(GNUEFI_INC)/efi.h ] && [ -f $(GNUEFI_LIB)/crt0-efi-$(EFI_ARCH).o ] || { \
+	    echo "gnu-efi is not installed ($(GNUEFI_INC)/efi.h, $(GNUEFI_LIB)/crt0-efi-$(EFI_ARCH).o):" \
+	         "run scripts/deps.sh as root, or install it and set GNUEFI_INC and GNUEFI_LIB" >&2; \
+	    exit 1; }
+
+$(EFI_OUT)/obj/%.o: %.c $(EFI_HDR) | gnu-efi-present
 	@mkdir -p $(dir $@)
 	$(CC) $(EFI_CFLAGS) -c $< -o $@
 

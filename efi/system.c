@@ -13,6 +13,7 @@ EFI_GUID efi_device_path_guid = EFI_DEVICE_PATH_PROTOCOL_GUID;
 EFI_GUID efi_loaded_image_guid = EFI_LOADED_IMAGE_PROTOCOL_GUID;
 EFI_GUID efi_simple_file_system_guid = EFI_SIMPLE_FILE_SYSTEM_PROTOCOL_GUID;
 EFI_GUID efi_file_info_guid = EFI_FILE_INFO_ID;
+EFI_GUID efi_file_system_info_guid = EFI_FILE_SYSTEM_INFO_ID;
 EFI_GUID efi_rng_guid = EFI_RNG_PROTOCOL_GUID;
 /* UEFI 2.7 section 8.5.1, EFI_RESET_NOTIFICATION_PROTOCOL (not in gnu-efi 3.0.15). */
 EFI_GUID efi_reset_notification_guid =
@@ -20,6 +21,8 @@ EFI_GUID efi_reset_notification_guid =
 /* UEFI 2.8 section 7.1, EFI_EVENT_GROUP_BEFORE_EXIT_BOOT_SERVICES. */
 EFI_GUID efi_before_exit_boot_services_guid =
     { 0x8be0e274, 0x3970, 0x4b44, { 0x80, 0xc5, 0x1a, 0xb9, 0x50, 0x2f, 0x3b, 0xfc } };
+EFI_GUID efi_driver_binding_guid = EFI_DRIVER_BINDING_PROTOCOL_GUID;
+EFI_GUID efi_component_name2_guid = EFI_COMPONENT_NAME2_PROTOCOL_GUID;
 
 void efi_system_init(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 {
@@ -73,6 +76,64 @@ size_t efi_device_path_size(const EFI_DEVICE_PATH *path)
         node = (const EFI_DEVICE_PATH *)((const uint8_t *)node + length);
     }
     return (size_t)((const uint8_t *)node - (const uint8_t *)path) + sizeof *node;
+}
+
+void efi_path_text(const EFI_DEVICE_PATH *path, char *out, size_t size)
+{
+    size_t used = 0;
+
+    for (const EFI_DEVICE_PATH *node = path; node && !IsDevicePathEnd(node);
+         node = NextDevicePathNode(node)) {
+        size_t length = DevicePathNodeLength(node);
+        const uint8_t *name = (const uint8_t *)node + END_DEVICE_PATH_LENGTH;
+
+        if (length < END_DEVICE_PATH_LENGTH)
+            break;
+        if (DevicePathType(node) != MEDIA_DEVICE_PATH ||
+            DevicePathSubType(node) != MEDIA_FILEPATH_DP)
+            continue;
+        /* Consecutive file path nodes concatenate; the name may be unaligned. */
+        for (size_t i = 0; i + 1 < length - END_DEVICE_PATH_LENGTH; i += 2) {
+            uint16_t c = (uint16_t)(name[i] | (name[i + 1] << 8));
+
+            if (c == 0)
+                break;
+            if (i == 0 && used > 0 && out[used - 1] != '\\' && c != '\\' && used + 1 < size)
+                out[used++] = '\\';
+            if (c < 0x80 && used + 1 < size) {
+                out[used++] = (char)c;
+            } else if (c < 0x800 && used + 2 < size) {
+                out[used++] = (char)(0xC0 | (c >> 6));
+                out[used++] = (char)(0x80 | (c & 0x3F));
+            } else if (c >= 0x800 && used + 3 < size) {
+                out[used++] = (char)(0xE0 | (c >> 12));
+                out[used++] = (char)(0x80 | ((c >> 6) & 0x3F));
+                out[used++] = (char)(0x80 | (c & 0x3F));
+            }
+        }
+    }
+    if (size)
+        out[used < size ? used : size - 1] = '\0';
+}
+
+EFI_STATUS efi_get_info(EFI_FILE_PROTOCOL *file, EFI_GUID *type, void **info, UINTN *size)
+{
+    EFI_STATUS status;
+
+    *size = 0;
+    *info = NULL;
+    status = file->GetInfo(file, type, size, NULL);
+    if (status != EFI_BUFFER_TOO_SMALL)
+        return status == EFI_SUCCESS ? EFI_DEVICE_ERROR : status;
+    *info = efi_allocate(*size);
+    if (!*info)
+        return EFI_OUT_OF_RESOURCES;
+    status = file->GetInfo(file, type, size, *info);
+    if (status != EFI_SUCCESS) {
+        efi_free(*info);
+        *info = NULL;
+    }
+    return status;
 }
 
 const char *efi_status_text(EFI_STATUS status)

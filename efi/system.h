@@ -29,9 +29,12 @@ extern EFI_GUID efi_device_path_guid;
 extern EFI_GUID efi_loaded_image_guid;
 extern EFI_GUID efi_simple_file_system_guid;
 extern EFI_GUID efi_file_info_guid;
+extern EFI_GUID efi_file_system_info_guid;
 extern EFI_GUID efi_rng_guid;
 extern EFI_GUID efi_reset_notification_guid;
 extern EFI_GUID efi_before_exit_boot_services_guid;
+extern EFI_GUID efi_driver_binding_guid;
+extern EFI_GUID efi_component_name2_guid;
 
 void efi_system_init(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab);
 
@@ -49,6 +52,15 @@ size_t efi_device_path_size(const EFI_DEVICE_PATH *path);
 /* The device's path followed by one file path node for `path` (pool memory), for
  * LoadImage; NULL when the device has no path or memory runs out. */
 EFI_DEVICE_PATH *efi_file_device_path(EFI_HANDLE device, const CHAR16 *path);
+
+/*
+ * The file path nodes of a device path as UTF-8 ("\EFI\vhdx\vhdx.efi"; consecutive
+ * nodes concatenate), "" when there are none.  Always NUL-terminated.
+ */
+void efi_path_text(const EFI_DEVICE_PATH *path, char *out, size_t size);
+
+/* GetInfo of type `type` (EFI_FILE_INFO, EFI_FILE_SYSTEM_INFO) into pool memory. */
+EFI_STATUS efi_get_info(EFI_FILE_PROTOCOL *file, EFI_GUID *type, void **info, UINTN *size);
 
 /* A short text for an EFI_STATUS ("Not Found", ...), never NULL. */
 const char *efi_status_text(EFI_STATUS status);

@@ -2,8 +2,8 @@
  * test_config.c - host harness for the configuration parser (efi/config.c).
  *
  *   test_config FILE            decode FILE like LoadOptions/vhdx.cfg, parse it, print
- *                               "disk PATH ro=N verbose=N reserve=BYTES|default line=N",
- *                               "global verbose=N reserve=BYTES|default",
+ *                               "disk PATH ro=N verbose=N reserve=BYTES|default|expand
+ *                               line=N", "global verbose=N reserve=BYTES|default|expand",
  *                               "loader PATH line=N" (only when loader= is given),
  *                               "error LINE: MESSAGE" and "errors N"
  *   test_config --resolve DIR PATH   print the canonical path, or "refused: WHY"
@@ -22,9 +22,11 @@ static void report(void *context, unsigned line, const char *message)
     printf("error %u: %s\n", line, message);
 }
 
-static void print_reserve(int given, unsigned long long bytes)
+static void print_reserve(int expand, int given, unsigned long long bytes)
 {
-    if (given)
+    if (expand)
+        printf(" reserve=expand");
+    else if (given)
         printf(" reserve=%llu", bytes);
     else
         printf(" reserve=default");
@@ -73,11 +75,11 @@ int main(int argc, char **argv)
         const struct config_disk *d = &config->disks[i];
 
         printf("disk %s ro=%d verbose=%d", d->path, d->read_only, d->verbose);
-        print_reserve(d->reserve_given, (unsigned long long)d->reserve);
+        print_reserve(d->expand, d->reserve_given, (unsigned long long)d->reserve);
         printf(" line=%u\n", d->line);
     }
     printf("global verbose=%d", config->verbose);
-    print_reserve(config->reserve_given, (unsigned long long)config->reserve);
+    print_reserve(config->expand, config->reserve_given, (unsigned long long)config->reserve);
     printf("\n");
     if (config->loader_line)
         printf("loader %s line=%u\n", config->loader, config->loader_line);

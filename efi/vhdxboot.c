@@ -13,7 +13,8 @@
  *      first image= line is the boot disk, further image= lines are mounted too (the
  *      loader and the OS see them) but never searched for the loader;
  *   3. mount the disks with the driver's own module (disk.c, linked in: one file on the
- *      ESP does the whole job, and no driver stays behind when the loader returns);
+ *      ESP does the whole job, and no driver stays behind when the loader returns); a
+ *      file vhdx.efi (or any program of ours) mounted already is used as it is;
  *   4. find the loader: among the file systems the firmware mounted on the boot disk
  *      (its Block I/O connects recursively, so partition and FAT drivers have bound),
  *      EFI System Partitions first (EFI_PARTITION_INFO_PROTOCOL: GPT type C12A7328-...
@@ -22,7 +23,7 @@
  *   5. LoadImage from that file system's device path plus a file path node, arm the
  *      watchdog again for 5 minutes (what the boot manager gives any boot option), and
  *      StartImage;
- *   6. if the loader returns: take the disks away (which disconnects the partition and
+ *   6. if the loader returns: take our disks away (which disconnects the partition and
  *      FAT drivers above them, closes the images and marks their logs clean), and
  *      return the loader's status, so the boot manager goes on to its next boot option
  *      (on EFI_SUCCESS it shows its menu instead, as the specification says).
@@ -78,6 +79,7 @@ struct boot {
     char loader_path[CONFIG_PATH_MAX];      /* the loader in the inner file system */
     CHAR16 loader_name[CONFIG_PATH_MAX];
     const EFI_DEVICE_PATH *disk_device;     /* the boot disk's Block I/O device path */
+    bool disk_borrowed;                     /* mounted by another program of ours */
     EFI_HANDLE volume;                      /* the file system holding the loader */
     char volume_text[48];                   /* "partition 1 (EFI System Partition)" */
     EFI_HANDLE loader;
@@ -150,6 +152,7 @@ static EFI_STATUS configure(struct boot *boot, EFI_HANDLE image)
     }
     boot->disks.config_name = VHDXBOOT_CONFIG_NAME;
     boot->disks.takes_loader = true;
+    boot->disks.uses_mounted = true;
     status = disk_set_configure(&boot->disks, &boot->config, options, options_size);
     if (status != EFI_SUCCESS) {
         if (options_size)
@@ -188,14 +191,21 @@ static EFI_STATUS configure(struct boot *boot, EFI_HANDLE image)
     return EFI_SUCCESS;
 }
 
-/* The boot disk is the first image= line; the mount module skips disks that fail. */
+/*
+ * The boot disk is the first image= line.  The mount module skips disks that fail, and
+ * a file another program of ours mounted already (vhdx.efi as a Driver#### entry, or
+ * loaded from the shell) is used as that program mounted it: found by what the file is
+ * on the ESP (registry.c), whatever name either configuration gives it.
+ */
 static EFI_STATUS find_boot_disk(struct boot *boot)
 {
-    for (const struct mounted_disk *disk = boot->disks.disks; disk; disk = disk->next) {
-        if (str_equal(disk->path, boot->disk_path)) {
-            boot->disk_device = disk->device_path;
-            return EFI_SUCCESS;
-        }
+    const struct disk_tag *tag;
+    EFI_HANDLE handle = disk_set_find(&boot->disks, boot->disk_path, &tag);
+
+    if (handle && efi_bs->HandleProtocol(handle, &efi_device_path_guid,
+                                         (void **)&boot->disk_device) == EFI_SUCCESS) {
+        boot->disk_borrowed = tag->owner != efi_image_handle;
+        return EFI_SUCCESS;
     }
     give_up("%s: the boot disk could not be mounted (the reason is above)",
             boot->disk_path);
@@ -410,8 +420,13 @@ static EFI_STATUS start_loader(struct boot *boot)
     /* The image is gone (the firmware unloads an application that returns). */
     boot->loader = NULL;
     efi_free(exit_data);
-    con_print("vhdxboot: %s returned (%s); taking %s away and returning to the firmware\n",
-              boot->loader_path, efi_status_text(status), boot->disk_path);
+    if (boot->disk_borrowed)
+        con_print("vhdxboot: %s returned (%s); %s stays with the program that mounted it; "
+                  "returning to the firmware\n", boot->loader_path, efi_status_text(status),
+                  boot->disk_path);
+    else
+        con_print("vhdxboot: %s returned (%s); taking %s away and returning to the "
+                  "firmware\n", boot->loader_path, efi_status_text(status), boot->disk_path);
     return status;
 }
 

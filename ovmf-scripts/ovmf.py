@@ -274,12 +274,16 @@ class Boot:
     """One QEMU run; `log` is the cleaned serial output so far."""
 
     def __init__(self, esp, workdir, memory=512, extra=(), readonly=False,
-                 secure_boot=False, varstore=None):
+                 secure_boot=False, varstore=None, vars_file=None):
         """`varstore`: a variable store to start from (a copy is booted) instead of the
-        firmware's blank one (or, with `secure_boot`, the snakeoil one)."""
-        self.vars = os.path.join(workdir, "vars-%d.fd" % os.getpid())
-        shutil.copyfile(varstore or (OVMF_VARS_SNAKEOIL if secure_boot else OVMF_VARS),
-                        self.vars)
+        firmware's blank one (or, with `secure_boot`, the snakeoil one).  `vars_file`:
+        keep the store there for the next boot (made from that start when it does not
+        exist yet); otherwise a fresh copy is used and removed afterwards."""
+        self.keep_vars = vars_file is not None
+        self.vars = vars_file or os.path.join(workdir, "vars-%d.fd" % os.getpid())
+        if not (self.keep_vars and os.path.exists(self.vars)):
+            shutil.copyfile(varstore or (OVMF_VARS_SNAKEOIL if secure_boot else OVMF_VARS),
+                            self.vars)
         machine = "q35,accel=tcg"
         firmware = OVMF_CODE
         if secure_boot:
@@ -355,10 +359,11 @@ class Boot:
             self.proc.kill()
             self.proc.wait()
         self.reader.join(5)
-        try:
-            os.unlink(self.vars)
-        except OSError:
-            pass
+        if not self.keep_vars:
+            try:
+                os.unlink(self.vars)
+            except OSError:
+                pass
         return ok
 
 

@@ -68,6 +68,43 @@ static int fat_reader(void *context, uint64_t offset, void *buffer, uint32_t len
 
 /* --- mapping ----------------------------------------------------------------------- */
 
+/* Mount the FAT of the ESP into `volume` (pool memory, ~8 KiB) and look `path` up. */
+static enum fat_error lookup(struct fat_volume **volume, const struct efi_esp *esp,
+                             const char *path, struct fat_file *found, const char **detail)
+{
+    enum fat_error err;
+
+    *detail = NULL;
+    *volume = efi_allocate(sizeof **volume);
+    if (!*volume)
+        return FAT_E_IO;
+    err = fat_mount(*volume, fat_reader, (void *)esp, esp->size);
+    if (err) {
+        *detail = (*volume)->detail;
+        goto err_mount;
+    }
+    err = fat_lookup(*volume, path, found);
+    if (err)
+        goto err_lookup;
+    return FAT_OK;
+
+err_lookup:
+err_mount:
+    efi_free(*volume);
+    *volume = NULL;
+    return err;
+}
+
+enum fat_error efi_esp_lookup(const struct efi_esp *esp, const char *path,
+                              struct fat_file *found, const char **detail)
+{
+    struct fat_volume *volume;
+    enum fat_error err = lookup(&volume, esp, path, found, detail);
+
+    efi_free(volume);
+    return err;
+}
+
 enum fat_error efi_esp_map(struct efi_esp_file *file, const struct efi_esp *esp,
                            const char *path, const char **detail)
 {
@@ -78,22 +115,13 @@ enum fat_error efi_esp_map(struct efi_esp_file *file, const struct efi_esp *esp,
 
     efi_bs->SetMem(file, sizeof *file, 0);
     file->esp = esp;
-    *detail = NULL;
     /* ~8 KiB of caches: pool memory, only while mapping. */
-    volume = efi_allocate(sizeof *volume);
-    if (!volume)
-        return FAT_E_IO;
-    err = fat_mount(volume, fat_reader, (void *)esp, esp->size);
-    if (err) {
-        *detail = volume->detail;
-        goto err_mount;
-    }
-    err = fat_lookup(volume, path, &found);
+    err = lookup(&volume, esp, path, &found, detail);
     if (err)
-        goto err_lookup;
+        return err;
     if (found.is_directory) {
         err = FAT_E_NOT_A_FILE;
-        goto err_lookup;
+        goto err_directory;
     }
     err = fat_map(volume, &found, NULL, 0, &count);
     if (err)
@@ -108,6 +136,7 @@ enum fat_error efi_esp_map(struct efi_esp_file *file, const struct efi_esp *esp,
         goto err_map;
     file->size = found.size;
     file->entry_offset = found.entry_offset;
+    file->first_cluster = found.first_cluster;
     file->attributes = found.attributes;
     /* Without it only the last flush at ExitBootServices is lost: not a failure here. */
     file->exit_memory = efi_allocate(EFI_ESP_EXIT_MEMORY);
@@ -119,10 +148,23 @@ err_map:
     file->extents = NULL;
 err_alloc:
 err_count:
-err_lookup:
-err_mount:
+err_directory:
     efi_free(volume);
     return err;
+}
+
+EFI_STATUS efi_esp_probe_write(const struct efi_esp_file *file)
+{
+    uint8_t sector[512];
+    size_t length = file->size < sizeof sector ? (size_t)file->size : sizeof sector;
+    EFI_STATUS status;
+
+    if (file->extent_count == 0 || length == 0)
+        return EFI_SUCCESS;
+    status = esp_transfer(file->esp, false, file->extents[0].volume_offset, sector, length);
+    if (status != EFI_SUCCESS)
+        return status;
+    return esp_transfer(file->esp, true, file->extents[0].volume_offset, sector, length);
 }
 
 void efi_esp_unmap(struct efi_esp_file *file)

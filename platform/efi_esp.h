@@ -42,7 +42,8 @@ struct efi_esp_file {
     struct fat_extent *extents;     /* pool memory, from efi_esp_map */
     uint32_t extent_count;
     uint64_t size;                  /* bytes mapped: the file's size */
-    uint64_t entry_offset;          /* of its directory entry: identifies the file */
+    uint64_t entry_offset;          /* of its directory entry: identifies the file... */
+    uint32_t first_cluster;         /* ...as does its first cluster */
     uint8_t attributes;             /* FAT_ATTR_* */
 
     bool read_only;                 /* refuse writes (VHDX_PLATFORM_READ_ONLY) */
@@ -73,6 +74,18 @@ EFI_STATUS efi_esp_init(struct efi_esp *esp, EFI_HANDLE handle);
  */
 enum fat_error efi_esp_map(struct efi_esp_file *file, const struct efi_esp *esp,
                            const char *path, const char **detail);
+
+/* Look `path` up without mapping it: what a fat_lookup says (`found`). */
+enum fat_error efi_esp_lookup(const struct efi_esp *esp, const char *path,
+                              struct fat_file *found, const char **detail);
+
+/*
+ * Does the medium take writes?  The first sector of the mapped file is read and written
+ * back unchanged (harmless, even if the power fails in between): a medium the firmware
+ * reports writable may refuse every write (a read-only SCSI disk in OVMF answers
+ * EFI_DEVICE_ERROR), and a disk mounted writable on it would fail every write.
+ */
+EFI_STATUS efi_esp_probe_write(const struct efi_esp_file *file);
 
 /* Free the extents of efi_esp_map; the file can be mapped again. */
 void efi_esp_unmap(struct efi_esp_file *file);

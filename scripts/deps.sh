@@ -1,14 +1,30 @@
 #!/bin/sh
 # Install the Debian packages the build and the tests need, only when one is missing.
-# Run by `make check`, `make bench` and `make run`; safe to run again (it does nothing
-# when everything is present). Needs root (or sudo) only when something must be installed.
+#
+#   scripts/deps.sh build   what `make` needs: a C toolchain and gnu-efi
+#   scripts/deps.sh [all]   that, plus what `make check`, `make bench` and `make run` need
+#
+# Safe to run again (it does nothing when everything is present).  Needs root (or sudo)
+# only when something must be installed; without them it names what is missing and
+# fails, so that the build stops with that message instead of a compiler error.
 set -eu
 
-PACKAGES="build-essential gnu-efi qemu-utils qemu-system-x86 ovmf python3 python3-libvhdi
-libvhdi-utils mtools dosfstools gdisk bzip2 e2fsprogs
-grub-common grub-efi-amd64-bin systemd-boot-efi busybox-static sbsigntool openssl
-libnbd-bin python3-libnbd"
+BUILD_PACKAGES="build-essential gnu-efi"
+TEST_PACKAGES="qemu-utils qemu-system-x86 ovmf python3 python3-libvhdi libvhdi-utils mtools
+dosfstools gdisk bzip2 e2fsprogs grub-common grub-efi-amd64-bin systemd-boot-efi
+busybox-static sbsigntool openssl libnbd-bin python3-libnbd"
 
+case "${1:-all}" in
+build) PACKAGES=$BUILD_PACKAGES ;;
+all) PACKAGES="$BUILD_PACKAGES $TEST_PACKAGES" ;;
+*) echo "usage: scripts/deps.sh [build|all]" >&2; exit 2 ;;
+esac
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "deps: not a Debian system (no dpkg-query): make sure these, or their" \
+         "equivalents, are installed:" $PACKAGES >&2
+    exit 0
+fi
 missing=""
 for pkg in $PACKAGES; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
