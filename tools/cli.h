@@ -25,6 +25,8 @@ struct options {
     uint64_t port;              /* --port */
     const char *bind_address;   /* --bind */
     uint64_t cache_bytes;       /* --cache; 0: the core's default */
+    uint64_t size, block_size, sector_size;     /* create: --size, --block-size, ... */
+    const char *parent;         /* create: --parent */
 };
 
 /* Options, as bits of options.given. */
@@ -36,6 +38,11 @@ struct options {
 #define OPT_BIND      (1u << 5)
 #define OPT_READ_ONLY (1u << 6)
 #define OPT_CACHE     (1u << 7)
+#define OPT_SIZE      (1u << 8)
+#define OPT_BLOCK_SIZE (1u << 9)
+#define OPT_SECTOR_SIZE (1u << 10)
+#define OPT_FIXED     (1u << 11)
+#define OPT_PARENT    (1u << 12)
 
 struct session {
     struct posix_file file;
@@ -58,5 +65,6 @@ int close_image(struct session *s, const char *image);
 
 /* tools/serve.c */
 int cmd_serve(const struct options *o);
+int cmd_create(const struct options *o);
 
 #endif

@@ -31,6 +31,10 @@ static const char usage_text[] =
     "  write IMAGE --offset N               write stdin into the virtual disk at byte N\n"
     "                                       (offset and length in whole logical sectors)\n"
     "  replay IMAGE                         replay a dirty log into the file\n"
+    "  create IMAGE --size N [--block-size N] [--sector-size 512|4096] [--fixed]\n"
+    "  create CHILD --parent PARENT         a new image, or a differencing child of\n"
+    "                                       PARENT (its size and sectors; the child's\n"
+    "                                       locator names the parent); never overwrites\n"
     "  serve IMAGE (--socket PATH | --port N [--bind ADDR]) [--read-only]\n"
     "                                       serve the disk over NBD until SIGTERM or\n"
     "                                       SIGINT (TCP: 127.0.0.1 unless --bind)\n"
@@ -101,6 +105,11 @@ static const struct option_spec {
     { "--bind", OPT_BIND, VALUE_TEXT, offsetof(struct options, bind_address) },
     { "--read-only", OPT_READ_ONLY, VALUE_NONE, 0 },
     { "--cache", OPT_CACHE, VALUE_NUMBER, offsetof(struct options, cache_bytes) },
+    { "--size", OPT_SIZE, VALUE_NUMBER, offsetof(struct options, size) },
+    { "--block-size", OPT_BLOCK_SIZE, VALUE_NUMBER, offsetof(struct options, block_size) },
+    { "--sector-size", OPT_SECTOR_SIZE, VALUE_NUMBER, offsetof(struct options, sector_size) },
+    { "--fixed", OPT_FIXED, VALUE_NONE, 0 },
+    { "--parent", OPT_PARENT, VALUE_TEXT, offsetof(struct options, parent) },
 };
 
 /* The commands: which options each accepts and which it needs. */
@@ -115,6 +124,8 @@ static const struct command {
     { "write", cmd_write, OPT_OFFSET | OPT_CACHE, OPT_OFFSET },
     { "replay", cmd_replay, OPT_CACHE, 0 },
     { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE, 0 },
+    { "create", cmd_create, OPT_SIZE | OPT_BLOCK_SIZE | OPT_SECTOR_SIZE | OPT_FIXED | OPT_PARENT,
+      0 },
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -596,6 +607,10 @@ static int cmd_check(const struct options *o)
     printf("%s: clean: %s, %" PRIu64 " bytes, %" PRIu64 " of %" PRIu64 " blocks present",
            o->image, type_name(info.type), info.virtual_size, info.blocks_present,
            info.blocks_total);
+    if (info.blocks_partial)
+        printf(", %" PRIu64 " partially present", info.blocks_partial);
+    if (info.chain_depth)
+        printf("; chain of %" PRIu32 " parent(s) opened and linked", info.chain_depth);
     if (info.log_state != VHDX_LOG_WAS_CLEAN)
         printf("; dirty log of %" PRIu32 " entries replays cleanly (run 'vhdx replay')",
                info.log_entries_replayed);
