@@ -198,10 +198,12 @@ static bool append_component(char *out, size_t size, const char *name, size_t le
     out[used + length] = '\0';
     if (lstat(out, &st) == 0 || !strcmp(out + used, ".") || !strcmp(out + used, ".."))
         return true;
+    /* Not there as written: the directory's entry with the same name in another case. */
     out[used] = '\0';
     dir = opendir(used ? out : ".");
+    memcpy(out + used, name, length);
     if (!dir)
-        return false;
+        return true;
     while ((entry = readdir(dir))) {
         if (strlen(entry->d_name) == length && !strncasecmp(entry->d_name, name, length)) {
             memcpy(out + used, entry->d_name, length);
