@@ -4,6 +4,12 @@
  * Large writes start their writeback at once (Linux sync_file_range), so the flush that
  * must follow them before the BAT may point at them waits for less.
  *
+ * The optional zero and discard operations use fallocate(2): discard punches a hole, so
+ * a block the core has freed (TRIM, a zeroed whole block) gives its space back to the
+ * host file system; zero prefers FALLOC_FL_ZERO_RANGE, which keeps the range allocated
+ * (a block that stays in use must not need new host space for its next write), and
+ * writes zeros where the file system has neither.
+ *
  * One writer per image: the open takes an open-file-description lock on the whole file
  * (exclusive when writable, shared when read-only), so a second writer, or a writer and
  * a reader, never have the same image open at once: the core keeps the BAT and the log
@@ -103,6 +109,47 @@ static int posix_grow(void *context, uint64_t new_size)
     if (ftruncate(file->fd, (off_t)new_size) != 0)
         return errno == ENOSPC || errno == EFBIG ? VHDX_E_NO_SPACE : VHDX_E_IO;
     return VHDX_OK;
+}
+
+/* A file system without the fallocate mode (or without fallocate at all). */
+static bool not_supported(int err)
+{
+    return err == EOPNOTSUPP || err == ENOSYS || err == EINVAL;
+}
+
+static int posix_zero(void *context, uint64_t offset, uint64_t length)
+{
+    struct posix_file *file = context;
+    static const uint8_t zeros[64 * 1024];
+
+    file->zeroes++;
+    if (fallocate(file->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                  (off_t)length) == 0)
+        return VHDX_OK;
+    if (!not_supported(errno))
+        return errno == ENOSPC ? VHDX_E_NO_SPACE : VHDX_E_IO;
+    while (length) {
+        size_t piece = length < sizeof zeros ? (size_t)length : sizeof zeros;
+        int rc = posix_write(context, offset, zeros, piece);
+
+        if (rc)
+            return rc;
+        offset += piece;
+        length -= piece;
+    }
+    return VHDX_OK;
+}
+
+/* The storage is no longer needed: give it back, or keep it where holes are unknown. */
+static int posix_discard(void *context, uint64_t offset, uint64_t length)
+{
+    struct posix_file *file = context;
+
+    file->discards++;
+    if (fallocate(file->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                  (off_t)length) == 0 || not_supported(errno))
+        return VHDX_OK;
+    return VHDX_E_IO;
 }
 
 static void *posix_allocate(void *context, size_t size)
@@ -294,6 +341,8 @@ int posix_file_open(struct posix_file *file, const char *path, bool writable,
     platform->release = posix_release;
     platform->log = posix_log;
     platform->random = posix_random;
+    platform->zero = posix_zero;
+    platform->discard = posix_discard;
     platform->open_sibling = posix_open_sibling;
     platform->flags = VHDX_PLATFORM_GROW_ZEROES | (writable ? 0 : VHDX_PLATFORM_READ_ONLY);
     return 0;

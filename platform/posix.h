@@ -12,7 +12,8 @@ struct posix_file {
     const char *name;           /* for messages: "vhdx: NAME: ..." */
     bool writable;
     int verbosity;              /* 0: errors and warnings, 1: + info, 2: + debug */
-    unsigned long long reads, writes, flushes;   /* counters for tests and benchmarks */
+    unsigned long long reads, writes, flushes, zeroes, discards;   /* counters for tests and
+                                                                 benchmarks */
 };
 
 /*

@@ -151,6 +151,56 @@ def libvhdi_vs(img, p, replay=True):
         f.close()
 
 
+def oracle_map(file):
+    """The allocation map of a VHDX as the spec-derived reader (vhdxgen.open_file, which
+    replays a dirty log) reads its BAT: [(start, length, is_data)] in merged runs, a
+    FULLY_PRESENT block being data and every other state reading as zeros."""
+    import vhdxgen
+    v = vhdxgen.open_file(file)
+    runs = []
+    for block in range(v.payload_blocks):
+        state = v.bat[vhdxgen.payload_bat_index(block, v.chunk_ratio)] & 7
+        data = state == vhdxgen.FULLY_PRESENT
+        start = block * v.block_size
+        length = min(v.block_size, v.virtual_size - start)
+        if runs and runs[-1][2] == data:
+            runs[-1] = (runs[-1][0], runs[-1][1] + length, data)
+        else:
+            runs.append((start, length, data))
+    return runs
+
+
+def merge_map(entries):
+    """[(start, length, is_data)] with neighbours of the same kind merged."""
+    runs = []
+    for start, length, data in entries:
+        if runs and runs[-1][2] == data and runs[-1][0] + runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], runs[-1][1] + length, data)
+        else:
+            runs.append((start, length, data))
+    return runs
+
+
+def qemu_map_json(text):
+    """`qemu-img map --output=json` (or `vhdx map --json`) output as merged runs."""
+    import json
+    return merge_map([(e["start"], e["length"], bool(e["data"])) for e in json.loads(text)])
+
+
+def nbdinfo_map(uri):
+    """`nbdinfo --map` of an NBD export as merged runs (HOLE clear = data), or a string
+    saying why it failed."""
+    r = subprocess.run(["nbdinfo", "--map", uri], capture_output=True, text=True,
+                       timeout=120)
+    if r.returncode:
+        return "nbdinfo --map exit %d: %s" % (r.returncode, r.stderr[-300:])
+    entries = []
+    for line in r.stdout.splitlines():
+        start, length, flags = line.split()[:3]
+        entries.append((int(start), int(length), not int(flags) & 1))
+    return merge_map(entries)
+
+
 # ---------------------------------------------------------------------------------------
 # Firmware boot suites (boot.test, secureboot.test): cases as check functions that return
 # None or the reason, disks made with oracle tools, QEMU boots through run_demo.Watch.

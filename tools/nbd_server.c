@@ -6,16 +6,29 @@
  * the wire is big-endian.
  *
  * What is offered, and why:
- *   - fixed newstyle, NBD_FLAG_NO_ZEROES; options EXPORT_NAME, GO, INFO, LIST, ABORT;
- *     every other option (STARTTLS, STRUCTURED_REPLY, the meta-context options, ...) is
- *     answered NBD_REP_ERR_UNSUP.
- *   - READ, WRITE (FUA: flushed before the reply), FLUSH, WRITE_ZEROES, DISC.
- *   - No TRIM: the core cannot drop a block yet, and a TRIM that frees nothing would
- *     tell the client (fstrim, mkfs) that space came back when it did not.
- *   - No structured replies, so no BLOCK_STATUS: the core has no allocation query, and
- *     "everything is data" is all the public API could say, which a client gets from a
- *     server without base:allocation anyway.  Both wait for the core's discard and
- *     allocation-map calls.
+ *   - fixed newstyle, NBD_FLAG_NO_ZEROES; options EXPORT_NAME, GO, INFO, LIST, ABORT,
+ *     STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (one context:
+ *     base:allocation); every other option (STARTTLS, ...) is answered
+ *     NBD_REP_ERR_UNSUP.
+ *   - READ (with structured replies: one OFFSET_DATA chunk, so DF is offered too),
+ *     WRITE (FUA: flushed before the reply), FLUSH, DISC, and on a writable export
+ *     WRITE_ZEROES and TRIM:
+ *       WRITE_ZEROES  vhdx_write_zeroes: whole blocks of a dynamic disk become
+ *                     PAYLOAD_BLOCK_ZERO and their file space is given back; with
+ *                     NBD_CMD_FLAG_NO_HOLE ("the area MUST be fully provisioned") zeros
+ *                     are written instead, so every block of the range is stored and a
+ *                     later write there needs no new space;
+ *       TRIM          vhdx_discard: whole blocks become PAYLOAD_BLOCK_UNMAPPED and their
+ *                     space is given back; partial blocks are left as they are (proto
+ *                     lets a server discard only part of the range).
+ *   - BLOCK_STATUS for base:allocation, exact from vhdx_map: a run stored in the file
+ *     is 0, a run that reads as zeros without storage (not present, ZERO, UNMAPPED) is
+ *     HOLE | ZERO.  Its descriptors are whole logical sectors and never go past the
+ *     requested length.
+ *   - Errors of the core are answered by their class (vhdx_error_class), never by the
+ *     individual code: I/O and a corrupt image EIO, memory ENOMEM, a full file system
+ *     ENOSPC, a read-only image EPERM, what the core cannot do ENOTSUP, a bad argument
+ *     EINVAL.  With structured replies the error carries the message.
  *
  * Bad requests: an error reply when the stream stays in step (EINVAL for an unknown
  * command or flag, a misaligned or oversized request, a read past the end; ENOSPC for a
@@ -53,13 +66,17 @@ enum {
     NBD_OPT_ABORT = 2,
     NBD_OPT_LIST = 3,
     NBD_OPT_INFO = 6,
-    NBD_OPT_GO = 7
+    NBD_OPT_GO = 7,
+    NBD_OPT_STRUCTURED_REPLY = 8,
+    NBD_OPT_LIST_META_CONTEXT = 9,
+    NBD_OPT_SET_META_CONTEXT = 10
 };
 
 /* proto "Option reply types". */
 #define NBD_REP_ACK             1u
 #define NBD_REP_SERVER          2u
 #define NBD_REP_INFO            3u
+#define NBD_REP_META_CONTEXT    4u
 #define NBD_REP_ERR_UNSUP       (0x80000000u + 1)
 #define NBD_REP_ERR_INVALID     (0x80000000u + 3)
 
@@ -76,11 +93,15 @@ enum {
 #define NBD_FLAG_READ_ONLY      (1u << 1)
 #define NBD_FLAG_SEND_FLUSH     (1u << 2)
 #define NBD_FLAG_SEND_FUA       (1u << 3)
+#define NBD_FLAG_SEND_TRIM      (1u << 5)
 #define NBD_FLAG_SEND_WRITE_ZEROES (1u << 6)
+#define NBD_FLAG_SEND_DF        (1u << 7)
 
 /* proto "Request message", "Simple reply message", "Request types", "Command flags". */
 #define NBD_REQUEST_MAGIC       0x25609513u
 #define NBD_SIMPLE_REPLY_MAGIC  0x67446698u
+#define NBD_STRUCTURED_REPLY_MAGIC 0x668e33efu
+#define NBD_CHUNK_HEAD_SIZE     20
 #define NBD_REQUEST_SIZE        28
 #define NBD_REPLY_SIZE          16
 enum {
@@ -88,10 +109,32 @@ enum {
     NBD_CMD_WRITE = 1,
     NBD_CMD_DISC = 2,
     NBD_CMD_FLUSH = 3,
-    NBD_CMD_WRITE_ZEROES = 6
+    NBD_CMD_TRIM = 4,
+    NBD_CMD_WRITE_ZEROES = 6,
+    NBD_CMD_BLOCK_STATUS = 7
 };
 #define NBD_CMD_FLAG_FUA        (1u << 0)
 #define NBD_CMD_FLAG_NO_HOLE    (1u << 1)
+#define NBD_CMD_FLAG_DF         (1u << 2)
+#define NBD_CMD_FLAG_REQ_ONE    (1u << 3)
+
+/* proto "Structured reply flags", "Structured reply types". */
+#define NBD_REPLY_FLAG_DONE     (1u << 0)
+enum {
+    NBD_REPLY_TYPE_NONE = 0,
+    NBD_REPLY_TYPE_OFFSET_DATA = 1,
+    NBD_REPLY_TYPE_BLOCK_STATUS = 5,
+    NBD_REPLY_TYPE_ERROR = (1 << 15) + 1
+};
+
+/* proto "base:allocation metadata context". */
+#define NBD_STATE_HOLE          (1u << 0)
+#define NBD_STATE_ZERO          (1u << 1)
+#define BASE_ALLOCATION         "base:allocation"
+#define BASE_ALLOCATION_ID      1u
+/* Descriptors in one BLOCK_STATUS reply at most: a client asks again from where the
+ * reply stopped (proto allows a shorter reply). */
+#define STATUS_DESCRIPTORS_MAX  1024u
 
 /* proto "Error values": fixed numbers on the wire, whatever the host's errno says. */
 enum {
@@ -99,16 +142,18 @@ enum {
     NBD_EIO = 5,
     NBD_ENOMEM = 12,
     NBD_EINVAL = 22,
-    NBD_ENOSPC = 28
+    NBD_ENOSPC = 28,
+    NBD_ENOTSUP = 95
 };
 
 /* A client gets this long for the whole handshake: serving is one connection at a
  * time, so a client that connects and stalls must not keep the next one out. */
 #define HANDSHAKE_MS 10000
 /* The longest option we read: an export name (at most NAME_MAX bytes, proto
- * "Conventions") plus an INFO request list.  A longer one is not ours to skip. */
+ * "Conventions") plus an INFO request list, or a meta-context request with a few
+ * queries.  A longer one is not ours to skip. */
 #define NAME_MAX 4096
-#define OPTION_MAX (NAME_MAX + 4 + 2 + 2 * 256)
+#define OPTION_MAX (64u * 1024u)
 #define NO_DEADLINE (-1)
 
 /* -------------------------------------------------------------------------------- */
@@ -175,8 +220,15 @@ uint16_t nbd_transmission_flags(const struct nbd_export *export)
     if (export->read_only)
         flags |= NBD_FLAG_READ_ONLY;
     else
-        flags |= NBD_FLAG_SEND_WRITE_ZEROES;
+        flags |= NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_TRIM;
     return flags;
+}
+
+/* What this connection was told: DF goes with structured replies (proto "Transmission
+ * flags": it MUST be clear without them). */
+static uint16_t connection_flags(const struct nbd_conn *c)
+{
+    return (uint16_t)(nbd_transmission_flags(c->export) | (c->structured ? NBD_FLAG_SEND_DF : 0));
 }
 
 const char *nbd_end_text(enum nbd_end end)
@@ -372,7 +424,7 @@ static int export_name_reply(struct nbd_conn *c, const struct option_request *o)
     uint8_t reply[8 + 2 + 124] = { 0 };
 
     put64(reply, c->export->size);
-    put16(reply + 8, nbd_transmission_flags(c->export));
+    put16(reply + 8, connection_flags(c));
     return send_bytes(c, reply, c->no_zeroes ? 10 : sizeof reply, o->deadline);
 }
 
@@ -407,7 +459,7 @@ static int info_or_go(struct nbd_conn *c, const struct option_request *o, bool *
 
     put16(reply, NBD_INFO_EXPORT);
     put64(reply + 2, e->size);
-    put16(reply + 10, nbd_transmission_flags(e));
+    put16(reply + 10, connection_flags(c));
     end = option_reply(c, o, NBD_REP_INFO, reply, 12);
 
     put16(reply, NBD_INFO_BLOCK_SIZE);
@@ -436,6 +488,79 @@ static int info_or_go(struct nbd_conn *c, const struct option_request *o, bool *
     return end;
 }
 
+/* A length-prefixed string of an option's data: its bytes and length, or false when
+ * the data ends first. */
+static bool take_string(const struct option_request *o, uint32_t *at, const uint8_t **text,
+                        uint32_t *length)
+{
+    if (o->length - *at < 4)
+        return false;
+    *length = get32(o->data + *at);
+    *at += 4;
+    if (*length > o->length - *at)
+        return false;
+    *text = o->data + *at;
+    *at += *length;
+    return true;
+}
+
+static bool same_text(const uint8_t *text, uint32_t length, const char *want)
+{
+    return length == strlen(want) && !memcmp(text, want, length);
+}
+
+/*
+ * NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT (proto "Metadata querying").
+ * Data: u32 name length, name, u32 query count, count x (u32 length, query).  The one
+ * context is base:allocation: LIST finds it for no query, "base:" and
+ * "base:allocation"; SET selects it for "base:allocation" only.  Queries of other
+ * namespaces are ignored, as proto asks.
+ */
+static int meta_context(struct nbd_conn *c, const struct option_request *o)
+{
+    bool set = o->option == NBD_OPT_SET_META_CONTEXT, found = false;
+    const uint8_t *text;
+    uint32_t at = 0, length, count;
+    uint8_t reply[4 + sizeof BASE_ALLOCATION];
+    int end;
+
+    if (set)
+        c->base_allocation = false;     /* replaced, even when this request fails */
+    if (set && !c->structured)
+        return option_error(c, o, NBD_REP_ERR_INVALID,
+                            "NBD_OPT_SET_META_CONTEXT needs NBD_OPT_STRUCTURED_REPLY first");
+    if (!take_string(o, &at, &text, &length) || o->length - at < 4)
+        return option_error(c, o, NBD_REP_ERR_INVALID,
+                            "malformed request: the export name does not fit");
+    if (length > NAME_MAX)
+        return option_error(c, o, NBD_REP_ERR_INVALID, "export name over 4096 bytes");
+    count = get32(o->data + at);
+    at += 4;
+    found = !set && count == 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (!take_string(o, &at, &text, &length))
+            return option_error(c, o, NBD_REP_ERR_INVALID,
+                                "malformed request: the queries do not fit");
+        if (length > NAME_MAX)
+            return option_error(c, o, NBD_REP_ERR_INVALID, "query over 4096 bytes");
+        found |= same_text(text, length, BASE_ALLOCATION) ||
+                 (!set && same_text(text, length, "base:"));
+    }
+    if (at != o->length)
+        return option_error(c, o, NBD_REP_ERR_INVALID,
+                            "malformed request: data after the last query");
+    end = 0;
+    if (found) {
+        /* proto: a LIST reply's context ID is reserved, zero. */
+        put32(reply, set ? BASE_ALLOCATION_ID : 0);
+        memcpy(reply + 4, BASE_ALLOCATION, strlen(BASE_ALLOCATION));
+        end = option_reply(c, o, NBD_REP_META_CONTEXT, reply,
+                           4 + (uint32_t)strlen(BASE_ALLOCATION));
+        c->base_allocation = set && !end;
+    }
+    return end ? end : option_reply(c, o, NBD_REP_ACK, NULL, 0);
+}
+
 int nbd_handshake(struct nbd_conn *c)
 {
     int64_t deadline = now_ms() + HANDSHAKE_MS;
@@ -444,7 +569,7 @@ int nbd_handshake(struct nbd_conn *c)
 
     c->why[0] = 0;
     c->requests = c->failed_requests = 0;
-    c->no_zeroes = false;
+    c->no_zeroes = c->structured = c->base_allocation = false;
     put64(greeting, NBD_INIT_MAGIC);
     put64(greeting + 8, NBD_OPTS_MAGIC);
     put16(greeting + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
@@ -491,6 +616,19 @@ int nbd_handshake(struct nbd_conn *c)
                     end = option_reply(c, &o, NBD_REP_ACK, NULL, 0);
             }
             break;
+        case NBD_OPT_STRUCTURED_REPLY:
+            if (o.length) {
+                end = option_error(c, &o, NBD_REP_ERR_INVALID,
+                                   "NBD_OPT_STRUCTURED_REPLY takes no data");
+            } else {
+                c->structured = true;
+                end = option_reply(c, &o, NBD_REP_ACK, NULL, 0);
+            }
+            break;
+        case NBD_OPT_LIST_META_CONTEXT:
+        case NBD_OPT_SET_META_CONTEXT:
+            end = meta_context(c, &o);
+            break;
         case NBD_OPT_INFO:
         case NBD_OPT_GO: {
             bool accepted;
@@ -521,33 +659,93 @@ struct request {
     uint32_t length;
 };
 
-static int simple_reply(struct nbd_conn *c, const struct request *r, uint32_t error,
-                        const void *data, uint32_t length)
+/* One reply message: a simple reply, or one structured chunk (DONE set) of `type`. */
+static int send_reply(struct nbd_conn *c, const struct request *r, uint16_t type,
+                      const void *prefix, uint32_t prefix_length, const void *data,
+                      uint32_t length)
 {
-    uint8_t head[NBD_REPLY_SIZE];
-    struct iovec iov[2] = {
-        { .iov_base = head, .iov_len = sizeof head },
+    uint8_t head[NBD_CHUNK_HEAD_SIZE];
+    struct iovec iov[3] = {
+        { .iov_base = head, .iov_len = NBD_REPLY_SIZE },
+        { .iov_base = (void *)prefix, .iov_len = prefix_length },
         { .iov_base = (void *)data, .iov_len = length },
     };
 
-    put32(head, NBD_SIMPLE_REPLY_MAGIC);
-    put32(head + 4, error);
+    if (!c->structured) {
+        put32(head, NBD_SIMPLE_REPLY_MAGIC);
+        put32(head + 4, 0);
+        memcpy(head + 8, r->handle, 8);
+        iov[1] = iov[2];
+        return send_all(c, iov, length ? 2 : 1, NO_DEADLINE);
+    }
+    put32(head, NBD_STRUCTURED_REPLY_MAGIC);
+    put16(head + 4, NBD_REPLY_FLAG_DONE);
+    put16(head + 6, type);
     memcpy(head + 8, r->handle, 8);
-    if (error)
-        c->failed_requests++;
-    return send_all(c, iov, length && !error ? 2 : 1, NO_DEADLINE);
+    put32(head + 16, prefix_length + length);
+    iov[0].iov_len = NBD_CHUNK_HEAD_SIZE;
+    return send_all(c, iov, 3, NO_DEADLINE);
 }
 
-static uint32_t nbd_error_for(int rc)
+/* Success with no data. */
+static int reply_done(struct nbd_conn *c, const struct request *r)
 {
-    switch (rc) {
-    case VHDX_E_READ_ONLY: return NBD_EPERM;
-    case VHDX_E_NO_SPACE: return NBD_ENOSPC;
-    case VHDX_E_RANGE:
-    case VHDX_E_ARGUMENT: return NBD_EINVAL;
-    case VHDX_E_NOMEM: return NBD_ENOMEM;
-    default: return NBD_EIO;
+    return send_reply(c, r, NBD_REPLY_TYPE_NONE, NULL, 0, NULL, 0);
+}
+
+/*
+ * An error: the simple reply's error field, or an NBD_REPLY_TYPE_ERROR chunk carrying
+ * c->error_text (set by refuse and core_failure) for the user to read.
+ */
+static int reply_error(struct nbd_conn *c, const struct request *r, uint32_t error)
+{
+    uint8_t head[NBD_CHUNK_HEAD_SIZE], body[6];
+    size_t n = strlen(c->error_text);
+    struct iovec iov[3] = {
+        { .iov_base = head, .iov_len = NBD_REPLY_SIZE },
+        { .iov_base = body, .iov_len = sizeof body },
+        { .iov_base = c->error_text, .iov_len = n },
+    };
+
+    c->failed_requests++;
+    if (!c->structured) {
+        put32(head, NBD_SIMPLE_REPLY_MAGIC);
+        put32(head + 4, error);
+        memcpy(head + 8, r->handle, 8);
+        return send_all(c, iov, 1, NO_DEADLINE);
     }
+    put32(head, NBD_STRUCTURED_REPLY_MAGIC);
+    put16(head + 4, NBD_REPLY_FLAG_DONE);
+    put16(head + 6, NBD_REPLY_TYPE_ERROR);
+    memcpy(head + 8, r->handle, 8);
+    put32(head + 16, (uint32_t)(sizeof body + n));
+    put32(body, error);
+    put16(body + 4, (uint16_t)n);
+    iov[0].iov_len = NBD_CHUNK_HEAD_SIZE;
+    return send_all(c, iov, 3, NO_DEADLINE);
+}
+
+static int reply(struct nbd_conn *c, const struct request *r, uint32_t error)
+{
+    return error ? reply_error(c, r, error) : reply_done(c, r);
+}
+
+/* What a client is told about a failure of the core: by the error's class. */
+static uint32_t nbd_error_for(enum vhdx_error code)
+{
+    switch (vhdx_error_class(code)) {
+    case VHDX_CLASS_NO_MEMORY: return NBD_ENOMEM;
+    case VHDX_CLASS_NO_SPACE: return NBD_ENOSPC;
+    case VHDX_CLASS_READ_ONLY: return NBD_EPERM;
+    case VHDX_CLASS_UNSUPPORTED: return NBD_ENOTSUP;
+    case VHDX_CLASS_ARGUMENT: return NBD_EINVAL;
+    case VHDX_CLASS_IO:
+    case VHDX_CLASS_NOT_FOUND:          /* a parent lost mid-way: an I/O error here */
+    case VHDX_CLASS_CORRUPT:
+    case VHDX_CLASS_NONE:
+        break;
+    }
+    return NBD_EIO;
 }
 
 static const char *command_name(uint16_t type)
@@ -556,7 +754,9 @@ static const char *command_name(uint16_t type)
     case NBD_CMD_READ: return "read";
     case NBD_CMD_WRITE: return "write";
     case NBD_CMD_FLUSH: return "flush";
+    case NBD_CMD_TRIM: return "trim";
     case NBD_CMD_WRITE_ZEROES: return "write-zeroes";
+    case NBD_CMD_BLOCK_STATUS: return "block-status";
     }
     return "request";
 }
@@ -583,11 +783,10 @@ static void say(struct nbd_conn *c, const char *fmt, ...)
 static uint32_t core_failure(struct nbd_conn *c, const struct request *r)
 {
     const struct vhdx_diag *diag = vhdx_last_diag(c->export->disk);
-    char message[320];
 
-    vhdx_describe(diag, message, sizeof message);
+    vhdx_describe(diag, c->error_text, sizeof c->error_text);
     say(c, "%s of %" PRIu32 " bytes at offset %" PRIu64 ": %s", command_name(r->type),
-        r->length, r->offset, message);
+        r->length, r->offset, c->error_text);
     return nbd_error_for(diag->code);
 }
 
@@ -595,15 +794,20 @@ static uint32_t core_failure(struct nbd_conn *c, const struct request *r)
 static uint32_t refuse(struct nbd_conn *c, const struct request *r, uint32_t error,
                        const char *why)
 {
+    snprintf(c->error_text, sizeof c->error_text, "%s", why);
     if (c->verbosity > 0)
         say(c, "refused %s (type %u, flags 0x%x) of %" PRIu32 " bytes at offset %" PRIu64
             ": %s", command_name(r->type), r->type, r->flags, r->length, r->offset, why);
     return error;
 }
 
-/* Checks shared by the commands with a range: 0 or the error to reply. */
+/*
+ * Checks shared by the commands with a range: 0 or the error to reply.  Past the end:
+ * ENOSPC for the commands that write data, EINVAL for the others (proto "Request
+ * types").
+ */
 static uint32_t check_range(struct nbd_conn *c, const struct request *r, uint16_t allowed_flags,
-                            bool writes)
+                            bool writes, uint32_t past_end)
 {
     const struct nbd_export *e = c->export;
 
@@ -614,19 +818,8 @@ static uint32_t check_range(struct nbd_conn *c, const struct request *r, uint16_
     if (r->offset % e->sector_size || r->length % e->sector_size)
         return refuse(c, r, NBD_EINVAL, "not whole logical sectors");
     if (r->offset > e->size || r->length > e->size - r->offset)
-        return refuse(c, r, writes ? NBD_ENOSPC : NBD_EINVAL, "past the end of the disk");
+        return refuse(c, r, past_end, "past the end of the disk");
     return 0;
-}
-
-static bool all_zero(const uint8_t *p, size_t n)
-{
-    const uint64_t *w = (const uint64_t *)(const void *)p;
-
-    for (size_t i = 0; i < n / 8; i++) {
-        if (w[i])
-            return false;
-    }
-    return true;            /* n is whole sectors: a multiple of 8 */
 }
 
 static uint32_t flush_for(struct nbd_conn *c, const struct request *r)
@@ -637,29 +830,79 @@ static uint32_t flush_for(struct nbd_conn *c, const struct request *r)
 }
 
 /*
- * WRITE_ZEROES as writes of zeros, in NBD_ZERO_CHUNK pieces; a piece that already reads
- * as zeros is left alone, so zeroing never allocates a block just to hold zeros (and a
- * block that is not present stays not present).  NO_HOLE needs nothing: no hole is ever
- * punched.
+ * WRITE_ZEROES.  By default vhdx_write_zeroes (whole blocks of a dynamic disk become
+ * ZERO and give their space back).  NBD_CMD_FLAG_NO_HOLE asks for the range to be fully
+ * provisioned: zeros are written in NBD_ZERO_CHUNK pieces, so every block of it gets
+ * storage and BLOCK_STATUS then reports it as data.
  */
 static uint32_t write_zeroes(struct nbd_conn *c, const struct request *r)
 {
     const struct nbd_export *e = c->export;
     uint64_t offset = r->offset, end = r->offset + r->length;
 
+    if (!(r->flags & NBD_CMD_FLAG_NO_HOLE))
+        return vhdx_write_zeroes(e->disk, offset / e->sector_size,
+                                 r->length / e->sector_size) ? core_failure(c, r) : 0;
     while (offset < end) {
         uint64_t piece = NBD_ZERO_CHUNK - offset % NBD_ZERO_CHUNK;
 
         if (piece > end - offset)
             piece = end - offset;
-        if (vhdx_read(e->disk, offset / e->sector_size, piece / e->sector_size, c->buffer))
-            return core_failure(c, r);
-        if (!all_zero(c->buffer, (size_t)piece) &&
-            vhdx_write(e->disk, offset / e->sector_size, piece / e->sector_size, c->zeros))
+        if (vhdx_write(e->disk, offset / e->sector_size, piece / e->sector_size, c->zeros))
             return core_failure(c, r);
         offset += piece;
     }
     return 0;
+}
+
+/*
+ * BLOCK_STATUS for base:allocation: descriptors (u32 length, u32 flags) from vhdx_map,
+ * neighbours of the same status merged, at most one with REQ_ONE, and never past the
+ * requested range.  Built in conn->buffer.
+ */
+static int block_status(struct nbd_conn *c, const struct request *r)
+{
+    const struct nbd_export *e = c->export;
+    uint32_t max = r->flags & NBD_CMD_FLAG_REQ_ONE ? 1 : STATUS_DESCRIPTORS_MAX;
+    uint32_t count = 0, error;
+    uint8_t context[4];
+    uint64_t sector = r->offset / e->sector_size, left = r->length / e->sector_size;
+    uint8_t *d = c->buffer;
+
+    if (!c->base_allocation)
+        return reply_error(c, r, refuse(c, r, NBD_EINVAL,
+                                        "no metadata context was negotiated"));
+    error = check_range(c, r, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE, false, NBD_EINVAL);
+    if (!error && !r->length)
+        error = refuse(c, r, NBD_EINVAL, "zero length");
+    while (!error && left) {
+        uint64_t run;
+        unsigned status;
+        uint32_t flags;
+
+        if (vhdx_map(e->disk, sector, left, &run, &status) || !run) {
+            error = core_failure(c, r);
+            break;
+        }
+        flags = status == VHDX_MAP_ZERO ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0;
+        if (count && get32(d + 8 * (count - 1) + 4) == flags) {
+            uint8_t *last = d + 8 * (count - 1);
+
+            put32(last, get32(last) + (uint32_t)(run * e->sector_size));
+        } else if (count < max) {
+            put32(d + 8 * count, (uint32_t)(run * e->sector_size));
+            put32(d + 8 * count + 4, flags);
+            count++;
+        } else {
+            break;
+        }
+        sector += run;
+        left -= run;
+    }
+    if (error)
+        return reply_error(c, r, error);
+    put32(context, BASE_ALLOCATION_ID);
+    return send_reply(c, r, NBD_REPLY_TYPE_BLOCK_STATUS, context, 4, d, 8 * count);
 }
 
 /* Deliver stop signals that arrived while the server was busy (they are blocked
@@ -674,47 +917,73 @@ static bool stop_requested(struct nbd_conn *c)
     return c->stop && *c->stop;
 }
 
+static int read_request(struct nbd_conn *c, const struct request *r)
+{
+    const struct nbd_export *e = c->export;
+    uint16_t flags = NBD_CMD_FLAG_FUA | (c->structured ? NBD_CMD_FLAG_DF : 0);
+    uint32_t error;
+    uint8_t offset[8];
+
+    if (r->length > NBD_MAX_PAYLOAD)
+        return reply_error(c, r, refuse(c, r, NBD_EINVAL, "over the maximum block size"));
+    error = check_range(c, r, flags, false, NBD_EINVAL);
+    if (!error && vhdx_read(e->disk, r->offset / e->sector_size, r->length / e->sector_size,
+                            c->buffer))
+        error = core_failure(c, r);
+    if (error)
+        return reply_error(c, r, error);
+    if (!r->length)
+        return reply_done(c, r);    /* a data chunk must hold at least one byte */
+    put64(offset, r->offset);
+    return send_reply(c, r, NBD_REPLY_TYPE_OFFSET_DATA, offset, 8, c->buffer, r->length);
+}
+
 static int serve_request(struct nbd_conn *c, const struct request *r)
 {
     const struct nbd_export *e = c->export;
     uint32_t error;
     int end;
 
+    c->error_text[0] = 0;
     switch (r->type) {
     case NBD_CMD_READ:
-        if (r->length > NBD_MAX_PAYLOAD)
-            return simple_reply(c, r, refuse(c, r, NBD_EINVAL, "over the maximum block size"),
-                                NULL, 0);
-        error = check_range(c, r, NBD_CMD_FLAG_FUA, false);
-        if (!error && vhdx_read(e->disk, r->offset / e->sector_size,
-                                r->length / e->sector_size, c->buffer))
-            error = core_failure(c, r);
-        return simple_reply(c, r, error, c->buffer, r->length);
+        return read_request(c, r);
 
     case NBD_CMD_WRITE:
         /* The payload first, so the stream stays in step whatever is refused. */
         if (r->length > NBD_MAX_PAYLOAD) {
-            simple_reply(c, r, refuse(c, r, NBD_EINVAL, "over the maximum block size"),
-                         NULL, 0);
+            reply_error(c, r, refuse(c, r, NBD_EINVAL, "over the maximum block size"));
             return protocol_error(c, "write payload over the maximum block size", r->length);
         }
         if ((end = recv_all(c, c->buffer, r->length, false, NO_DEADLINE)))
             return end;
-        error = check_range(c, r, NBD_CMD_FLAG_FUA, true);
+        error = check_range(c, r, NBD_CMD_FLAG_FUA, true, NBD_ENOSPC);
         if (!error && vhdx_write(e->disk, r->offset / e->sector_size,
                                  r->length / e->sector_size, c->buffer))
             error = core_failure(c, r);
         if (!error && (r->flags & NBD_CMD_FLAG_FUA))
             error = flush_for(c, r);
-        return simple_reply(c, r, error, NULL, 0);
+        return reply(c, r, error);
 
     case NBD_CMD_WRITE_ZEROES:
-        error = check_range(c, r, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE, true);
+        error = check_range(c, r, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE, true, NBD_ENOSPC);
         if (!error)
             error = write_zeroes(c, r);
         if (!error && (r->flags & NBD_CMD_FLAG_FUA))
             error = flush_for(c, r);
-        return simple_reply(c, r, error, NULL, 0);
+        return reply(c, r, error);
+
+    case NBD_CMD_TRIM:
+        error = check_range(c, r, NBD_CMD_FLAG_FUA, true, NBD_EINVAL);
+        if (!error && vhdx_discard(e->disk, r->offset / e->sector_size,
+                                   r->length / e->sector_size))
+            error = core_failure(c, r);
+        if (!error && (r->flags & NBD_CMD_FLAG_FUA))
+            error = flush_for(c, r);
+        return reply(c, r, error);
+
+    case NBD_CMD_BLOCK_STATUS:
+        return block_status(c, r);
 
     case NBD_CMD_FLUSH:
         if (r->flags & ~NBD_CMD_FLAG_FUA)
@@ -723,15 +992,15 @@ static int serve_request(struct nbd_conn *c, const struct request *r)
             error = refuse(c, r, NBD_EINVAL, "offset and length must be zero");
         else
             error = flush_for(c, r);
-        return simple_reply(c, r, error, NULL, 0);
+        return reply(c, r, error);
 
     case NBD_CMD_DISC:
         return NBD_END_DISCONNECT;
 
     default:
-        /* TRIM, BLOCK_STATUS (not offered) and unknown commands: none has a payload we
-         * could know the length of except WRITE, so the stream stays in step. */
-        return simple_reply(c, r, refuse(c, r, NBD_EINVAL, "command not supported"), NULL, 0);
+        /* CACHE (not offered) and unknown commands: none has a payload we could know
+         * the length of except WRITE, so the stream stays in step. */
+        return reply_error(c, r, refuse(c, r, NBD_EINVAL, "command not supported"));
     }
 }
 

@@ -5,8 +5,9 @@
  * Two phases, two entry points:
  *   nbd_handshake()  the fixed-newstyle option haggling a network client goes through
  *                    (`vhdx serve`);
- *   nbd_transmit()   the transmission phase: requests and simple replies until the
- *                    client disconnects.  The kernel's NBD driver speaks only this phase
+ *   nbd_transmit()   the transmission phase: requests and replies (simple, or
+ *                    structured when the handshake negotiated them) until the client
+ *                    disconnects.  The kernel's NBD driver speaks only this phase
  *                    on a socket handed to it with ioctls, so `vhdx attach` (next issue)
  *                    calls nbd_transmit() directly on its socketpair, with the flags of
  *                    nbd_transmission_flags() given to NBD_SET_FLAGS.
@@ -86,6 +87,9 @@ struct nbd_conn {
     char why[160];                      /* detail of NBD_END_PROTOCOL / _SOCKET */
     uint64_t requests, failed_requests;
     bool no_zeroes;                     /* handshake: client sent NBD_FLAG_C_NO_ZEROES */
+    bool structured;                    /* handshake: NBD_OPT_STRUCTURED_REPLY acked */
+    bool base_allocation;               /* handshake: base:allocation selected */
+    char error_text[200];               /* why the current request failed */
 };
 
 /* Allocate the buffers; 0 or ENOMEM. */

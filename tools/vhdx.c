@@ -35,6 +35,12 @@ static const char usage_text[] =
     "  create CHILD --parent PARENT         a new image, or a differencing child of\n"
     "                                       PARENT (its size and sectors; the child's\n"
     "                                       locator names the parent); never overwrites\n"
+    "  zero IMAGE --offset N --length N     make the range read as zeros (whole blocks\n"
+    "                                       of a dynamic disk give their space back)\n"
+    "  discard IMAGE --offset N --length N  the range is no longer needed: whole blocks\n"
+    "                                       of a dynamic disk are freed, the rest is kept\n"
+    "  map IMAGE [--json]                   which ranges are stored (data) and which read\n"
+    "                                       as zeros with nothing stored (zero)\n"
     "  serve IMAGE (--socket PATH | --port N [--bind ADDR]) [--read-only]\n"
     "                                       serve the disk over NBD until SIGTERM or\n"
     "                                       SIGINT (TCP: 127.0.0.1 unless --bind)\n"
@@ -88,6 +94,8 @@ static int cmd_cat(const struct options *o);
 static int cmd_check(const struct options *o);
 static int cmd_write(const struct options *o);
 static int cmd_replay(const struct options *o);
+static int cmd_zero(const struct options *o);
+static int cmd_map(const struct options *o);
 
 /* The options: the bit each sets in options.given, and where a value goes. */
 enum option_value { VALUE_NONE, VALUE_NUMBER, VALUE_TEXT };
@@ -123,6 +131,9 @@ static const struct command {
     { "check", cmd_check, OPT_CACHE, 0 },
     { "write", cmd_write, OPT_OFFSET | OPT_CACHE, OPT_OFFSET },
     { "replay", cmd_replay, OPT_CACHE, 0 },
+    { "zero", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH },
+    { "discard", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH },
+    { "map", cmd_map, OPT_JSON | OPT_CACHE, 0 },
     { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE, 0 },
     { "create", cmd_create, OPT_SIZE | OPT_BLOCK_SIZE | OPT_SECTOR_SIZE | OPT_FIXED | OPT_PARENT,
       0 },
@@ -708,6 +719,91 @@ static int cmd_replay(const struct options *o)
     else
         printf("%s: the log is clean; nothing to replay\n", o->image);
     return close_image(&s, o->image);
+}
+
+/* `zero` and `discard`: --offset and --length in whole logical sectors, inside the disk. */
+static int cmd_zero(const struct options *o)
+{
+    struct session s;
+    struct vhdx_info info;
+    uint64_t sector_size;
+    int rc, status = open_image(&s, o, true, 0);
+
+    if (status)
+        return status;
+    vhdx_get_info(s.disk, &info);
+    sector_size = info.logical_sector_size;
+    if (o->offset % sector_size || o->length % sector_size || o->offset > info.virtual_size ||
+        o->length > info.virtual_size - o->offset) {
+        fprintf(stderr, "vhdx: %s: --offset %" PRIu64 " --length %" PRIu64 " is not whole %"
+                PRIu64 "-byte sectors inside the %" PRIu64 "-byte disk\n", o->image,
+                o->offset, o->length, sector_size, info.virtual_size);
+        close_image(&s, o->image);
+        return EXIT_USAGE;
+    }
+    rc = !strcmp(o->command, "zero")
+         ? vhdx_write_zeroes(s.disk, o->offset / sector_size, o->length / sector_size)
+         : vhdx_discard(s.disk, o->offset / sector_size, o->length / sector_size);
+    if (rc)
+        status = report(o->image, vhdx_last_diag(s.disk));
+    int close_status = close_image(&s, o->image);
+    return status ? status : close_status;
+}
+
+/*
+ * `map`: the allocation map in runs.  Text: "START LENGTH data|zero" per run; --json:
+ * the shape of `qemu-img map --output=json` (no "offset": a run may span blocks stored
+ * anywhere in the file).
+ */
+static int cmd_map(const struct options *o)
+{
+    struct session s;
+    struct vhdx_info info;
+    uint64_t sector = 0, sectors, start = 0, length = 0;
+    unsigned last = VHDX_MAP_DATA;
+    bool json = o->given & OPT_JSON, first = true;
+    int status = open_image(&s, o, false, 0);
+
+    if (status)
+        return status;
+    vhdx_get_info(s.disk, &info);
+    sectors = info.virtual_size / info.logical_sector_size;
+    if (json)
+        printf("[");
+    /* One more turn at the end prints the last run. */
+    for (;;) {
+        uint64_t run = 0;
+        unsigned state = last;
+
+        if (sector < sectors && vhdx_map(s.disk, sector, sectors - sector, &run, &state)) {
+            status = report(o->image, vhdx_last_diag(s.disk));
+            break;
+        }
+        if (length && (state != last || sector == sectors)) {
+            bool data = last == VHDX_MAP_DATA;
+
+            if (json)
+                printf("%s{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": 0, "
+                       "\"present\": %s, \"zero\": %s, \"data\": %s}", first ? "" : ",\n",
+                       start, length, data ? "true" : "false", data ? "false" : "true",
+                       data ? "true" : "false");
+            else
+                printf("%14" PRIu64 " %14" PRIu64 "  %s\n", start, length,
+                       data ? "data" : "zero");
+            first = false;
+            start += length;
+            length = 0;
+        }
+        if (sector == sectors)
+            break;
+        last = state;
+        length += run * info.logical_sector_size;
+        sector += run;
+    }
+    if (json)
+        printf("]\n");
+    int close_status = close_image(&s, o->image);
+    return status ? status : close_status;
 }
 
 int main(int argc, char **argv)
