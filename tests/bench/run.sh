@@ -64,6 +64,28 @@ done
 rm -f "$WORK"/disk*
 
 echo
+echo "== A differencing chain of depth 4 against one flat image of the same data (issue 10)"
+flat="$WORK/flat.vhdx"
+qemu-img convert -f raw -O vhdx -o subformat=dynamic,block_size=2M "$WORK/random.raw" "$flat"
+"$VHDX" create "$WORK/level0.vhdx" --size 1G --block-size 2M
+for level in 0 1 2 3; do
+    file="$WORK/level$level.vhdx"
+    [ "$level" -gt 0 ] && "$VHDX" create "$file" --parent "$WORK/level$((level - 1)).vhdx"
+    # Each level holds one quarter of the data; the top reads the rest through its parents.
+    dd if="$WORK/random.raw" bs=1M skip=$((level * 256)) count=256 status=none |
+        "$VHDX" write "$file" --offset $((level * 256))M
+done
+"$VHDX" cat "$WORK/level3.vhdx" | cmp - "$WORK/random.raw"
+rm -f "$WORK/disk.raw"
+qemu-img convert -f vhdx -O raw "$flat" "$WORK/disk.raw"
+# The chain and the flat image read in the same process, taking turns (best of 5).
+"$BUILD/bench/bench_read" "$WORK/level3.vhdx" "$WORK/disk.raw" "$flat" |
+    while read -r name chain raw flat_rate; do
+        printf '  %-20s chain of 4: %6s MiB/s   one flat image: %6s MiB/s (x%s)   raw pread: %6s MiB/s\n' \
+            "$name" "$chain" "$flat_rate" "$(ratio "$chain" "$flat_rate")" "$raw"
+    done
+rm -f "$WORK"/level?.vhdx "$flat"
+
 echo "== A 64 TiB disk, 1 MiB blocks (issue 9): a 512 MiB BAT through a bounded cache"
 huge="$WORK/huge.vhdx"
 qemu-img create -q -f vhdx -o block_size=1M "$huge" 64T
