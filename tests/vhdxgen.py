@@ -43,6 +43,11 @@ Differencing chains (digest §7, §8.4, §9.8)::
     v = vhdxgen.open_file(paths[-1])                # resolves golden.vhdx per the locator
     v.chain                                         # files, locator key used, linkage
 
+Bad chains::
+
+    c = vhdxgen.make_bad_chain("linkage_mismatch", directory)
+    c.child, c.outcome, c.reason, c.parent_tried   # see BadChain / ChainCase
+
 Conventions: "fom" = FileOffsetMB (file offset in 1 MiB units).  Integers are little-endian,
 GUIDs are stored in Microsoft mixed-endian form (uuid.UUID.bytes_le), digest §1.1.
 
@@ -102,7 +107,7 @@ __all__ = [
     "SB_NOT_PRESENT", "SB_PRESENT",
     "open_chain", "make_child", "Chain", "stamp_sectors", "fill_every_state", "EVERY_STATE",
     "parse_guid_text", "locator_path_parts", "resolve_locator_path", "DEFAULT_MAX_DEPTH",
-    "PATH_KEYS", "ZERO_GUID_TEXT",
+    "PATH_KEYS", "ZERO_GUID_TEXT", "BadChain", "ChainCase", "BAD_CHAINS", "make_bad_chain",
 ]
 
 KiB = 1 << 10
@@ -3902,11 +3907,583 @@ def _(e):
 
 
 # ---------------------------------------------------------------------------------------------
+# Bad chains: differencing files and chains a correct reader must refuse (or read right)
+
+
+class BadChain:
+    """One entry of BAD_CHAINS: name, outcome, reason, description.
+
+    outcome: as for Corruption ('ok', 'reject', 'either', 'reject-or-eio').
+    reason:  the tag a refusing oracle gives (Reject.reason): 'parent-missing', 'linkage',
+             'sector-size', 'virtual-size', 'cycle', 'depth', 'locator', 'parent-invalid',
+             'bitmap', 'overlap', 'bat'; None for 'ok' entries.
+    Build one with make_bad_chain(name, directory, depth_limit=256) -> ChainCase."""
+
+    def __init__(self, name, outcome, reason, description, fn):
+        self.name, self.outcome, self.reason = name, outcome, reason
+        self.description, self.fn = description, fn
+
+    def __repr__(self):
+        return "<BadChain %s: %s>" % (self.name, self.outcome)
+
+
+class ChainCase:
+    """A built bad-chain case.
+
+    name, outcome, reason, description -- from the catalogue entry
+    child        the file to open (read it, `info` it, `check` it)
+    files        every file written (none may change when the child is opened, read or
+                 refused: parents are read-only, and nothing is written to a refused file)
+    parent_tried the parent path a refusal message should name (None when the refusal is
+                 about the child itself)
+    volume_root  the directory that plays the volume root (outcomes do not depend on it:
+                 where volume_path / absolute_win32_path matter the child sits there)
+    depth_limit  the depth limit the case was built for (files in the chain)
+    affected     (virtual_offset, length) for 'reject-or-eio', else None
+    via, linkage for 'ok' and 'either' entries: the locator key that finds the child's
+                 parent and the key that verifies it ('parent_linkage'/'parent_linkage2')
+    chain        the Chain model (None for hand-made cycles)
+    expected(replay=True)   content a reader returns ('ok', 'either', and outside
+                            `affected` for 'reject-or-eio'); replay=False: what a reader
+                            that ignores logs in every file sees
+    open(replay=True)       the oracle's verdict: a view, or raises Reject"""
+
+    def __init__(self, entry, directory, depth_limit):
+        self.name, self.outcome, self.reason = entry.name, entry.outcome, entry.reason
+        self.description = entry.description
+        self.directory = self.volume_root = directory
+        self.depth_limit = depth_limit
+        self.child = self.parent_tried = self.affected = self.chain = None
+        self.via, self.linkage = "relative_path", "parent_linkage"
+        self.files = []
+        self._expected = None
+
+    def expected(self, replay=True):
+        if self._expected is not None:
+            return self._expected(replay)
+        return self.chain.top.expected(replay)
+
+    def open(self, replay=True):
+        return open_chain(self.child, replay=replay, max_depth=self.depth_limit,
+                          volume_root=self.volume_root)
+
+    def __repr__(self):
+        return "<ChainCase %s: %s %s>" % (self.name, self.outcome, self.child)
+
+
+BAD_CHAINS = {}
+
+
+def _bc(name, outcome, reason, description):
+    def deco(fn):
+        BAD_CHAINS[name] = BadChain(name, outcome, reason, description, fn)
+        return fn
+    return deco
+
+
+class _ChainCtx:
+    """What a catalogue entry builds with."""
+
+    VS = 8 * MiB
+
+    def __init__(self, case, seed):
+        self.case = case
+        self.d = case.directory
+        self.seed = seed
+
+    def image(self, vs=None, lss=512, block_size=MiB, tag="BASE", seed=0, **kw):
+        img = Image(vs or self.VS, block_size=block_size, logical_sector=lss,
+                    seed=self.seed + seed, **kw)
+        stamp_sectors(img, tag)
+        return img
+
+    def standard(self, levels=1, lss=512, names=None, dirs=None, locators=None,
+                 states=EVERY_STATE, vs=None, build=True):
+        """base (every sector stamped) + `levels` children filled with every block state;
+        built into the case directory; case.child = top, parent_tried = its parent."""
+        imgs = [self.image(vs=vs, lss=lss)]
+        for k in range(levels):
+            c = make_child(imgs[-1], seed=self.seed + 10 + k)
+            fill_every_state(c, tag="DIFF%d" % (k + 1), states=states)
+            imgs.append(c)
+        ch = Chain(imgs, names=names, dirs=dirs, locators=locators)
+        self.case.chain = ch
+        if build:
+            self.build(ch)
+        return ch
+
+    def build(self, ch):
+        ch.build(self.d)
+        self.case.files = list(ch.paths)
+        self.case.child = ch.paths[-1]
+        self.case.parent_tried = ch.paths[-2] if len(ch.paths) > 1 else None
+        return ch
+
+    def editor(self, k=-1):
+        ch = self.case.chain
+        return _Editor(ch.paths[k], ch.layouts[k])
+
+    def sb_entry_offset(self, lay, j=0):
+        return lay.bat_entry_offset(sb_bat_index(j, lay.chunk_ratio))
+
+
+def make_bad_chain(name, directory, depth_limit=DEFAULT_MAX_DEPTH, seed=4321):
+    """Build catalogue entry `name` into `directory` (created; should be empty).
+    -> ChainCase."""
+    entry = BAD_CHAINS[name]
+    os.makedirs(directory, exist_ok=True)
+    case = ChainCase(entry, directory, depth_limit)
+    entry.fn(_ChainCtx(case, seed))
+    return case
+
+
+# --- parents that cannot be found or used ---------------------------------------------------
+@_bc("parent_missing", REJECT, "parent-missing", "the parent file is gone (every locator "
+     "path names a file that does not exist)")
+def _(x):
+    ch = x.standard()
+    os.unlink(ch.paths[0])
+    x.case.files = ch.paths[1:]
+
+
+@_bc("grandparent_missing", REJECT, "parent-missing", "three files; the base is gone: the "
+     "middle file's parent is missing (a message names the middle file and the base path)")
+def _(x):
+    ch = x.standard(levels=2)
+    os.unlink(ch.paths[0])
+    x.case.files = ch.paths[1:]
+    x.case.parent_tried = ch.paths[0]
+
+
+@_bc("parent_not_vhdx", REJECT, "parent-invalid", "the parent path holds 8 MiB of raw data, "
+     "not a VHDX file")
+def _(x):
+    ch = x.standard()
+    with open(ch.paths[0], "wb") as f:
+        f.write(b"RAW DISK" * MiB)
+
+
+@_bc("parent_corrupt", REJECT, "parent-invalid", "both headers of the parent have bad "
+     "checksums")
+def _(x):
+    x.standard()
+    ed = x.editor(0)
+    for slot in (1, 2):
+        ed.write(HEADER_SLOTS[slot - 1] + 4, b"\xde\xad\xbe\xef")
+    ed.close()
+
+
+@_bc("parent_dirty_log_invalid", REJECT, "parent-invalid", "the parent's header carries a "
+     "LogGuid but its log holds no valid entry (the parent cannot be opened)")
+def _(x):
+    ch = x.standard(build=False)
+    ch.images[0].log().entry(writes=[(lambda L: L.bat_offset, bytes(4096))],
+                             corrupt_crc=True)
+    x.build(ch)
+
+
+# --- linkage -----------------------------------------------------------------------------
+@_bc("linkage_mismatch", REJECT, "linkage", "the parent was changed after the fork: its "
+     "DataWriteGuid no longer equals the child's parent_linkage (parent_linkage2 is the "
+     "zero GUID)")
+def _(x):
+    ch = x.standard(build=False)
+    x.build(ch)
+    ch.images[0].data_write_guid = ch.images[0]._uuid()
+    ch.images[0]._dirty()
+    ch.images[0].build(ch.paths[0])
+
+
+@_bc("linkage2_zero_parent_dwg_zero", REJECT, "linkage", "the parent's DataWriteGuid is the "
+     "zero GUID, parent_linkage is another GUID and parent_linkage2 is the zero GUID: a zero "
+     "parent_linkage2 must never match")
+def _(x):
+    ch = x.standard(build=False, locators={"linkage": uuid.UUID(int=0x1234)})
+    ch.images[0].data_write_guid = uuid.UUID(int=0)
+    ch.images[0]._dirty()
+    x.build(ch)
+
+
+@_bc("linkage2_matches", OK, None, "parent_linkage is stale but parent_linkage2 equals the "
+     "parent's DataWriteGuid (a merge in progress, spec footnote <12>)")
+def _(x):
+    x.standard(locators={"linkage": uuid.UUID(int=0x5678), "linkage2": "parent"})
+    x.case.linkage = "parent_linkage2"
+
+
+@_bc("linkage2_random", OK, None, "parent_linkage matches; parent_linkage2 is a non-zero "
+     "GUID that matches nothing")
+def _(x):
+    x.standard(locators={"linkage2": "random"})
+
+
+@_bc("linkage2_absent", OK, None, "no parent_linkage2 key")
+def _(x):
+    x.standard(locators={"linkage2": None})
+
+
+@_bc("linkage_upper_case", OK, None, "parent_linkage in upper case ({ABCD...}); GUID text "
+     "compares case-insensitively (libvhdi does not accept this form)")
+def _(x):
+    x.standard(locators={"linkage": "upper"})
+
+
+@_bc("linkage_no_braces", EITHER, None, "parent_linkage without braces (the spec shows "
+     "braces; the oracle accepts it)")
+def _(x):
+    x.standard(locators={"linkage": "bare"})
+
+
+@_bc("linkage_not_guid", REJECT, "locator", "parent_linkage is 'parent.vhdx', not GUID text")
+def _(x):
+    x.standard(locators={"linkage": "parent.vhdx"})
+    x.case.parent_tried = None
+
+
+# --- locator structure -------------------------------------------------------------------
+@_bc("locator_no_linkage", REJECT, "locator", "the locator has paths but no parent_linkage "
+     "(it MUST be present)")
+def _(x):
+    ch = x.standard(build=False)
+    ents = [e for e in ch.images[1].locator_entries if e[0] != "parent_linkage"]
+    ch.images[1].set_parent(None, entries=ents)
+    x.build(ch)
+    x.case.parent_tried = None
+
+
+@_bc("locator_no_paths", REJECT, "locator", "the locator has parent_linkage and "
+     "parent_linkage2 but none of relative_path, volume_path, absolute_win32_path")
+def _(x):
+    x.standard(locators={"relative": None, "volume": None, "absolute": None})
+    x.case.parent_tried = None
+
+
+@_bc("locator_empty", REJECT, "locator", "the locator has KeyValueCount 0")
+def _(x):
+    ch = x.standard(build=False)
+    ch.images[1].set_parent(None, entries=[])
+    x.build(ch)
+    x.case.parent_tried = None
+
+
+@_bc("locator_unknown_type", REJECT, "locator", "LocatorType is not the VHDX parent type")
+def _(x):
+    ch = x.standard(build=False)
+    ch.images[1].locator_type = uuid.UUID(int=0xABCDEF)
+    ch.images[1]._dirty()
+    x.build(ch)
+    x.case.parent_tried = None
+
+
+@_bc("locator_duplicate_key", REJECT, "locator", "relative_path appears twice (keys are "
+     "unique)")
+def _(x):
+    ch = x.standard(build=False)
+    ch.relink(1, extra=[("relative_path", ".\\other.vhdx")])
+    x.build(ch)
+    x.case.parent_tried = None
+
+
+# --- sizes -----------------------------------------------------------------------------------
+@_bc("sector_size_mismatch", REJECT, "sector-size", "4096-byte-sector child over a "
+     "512-byte-sector parent (linkage and virtual size match)")
+def _(x):
+    base = x.image(lss=512)
+    child = Image(base.virtual_size, block_size=MiB, logical_sector=4096, seed=x.seed + 1,
+                  has_parent=True)
+    stamp_sectors(child, "DIFF1", 0, MiB, partial=True)
+    x.case.chain = x.build(Chain([base, child]))
+
+
+@_bc("sector_size_mismatch_512_child", REJECT, "sector-size", "512-byte-sector child over a "
+     "4096-byte-sector parent")
+def _(x):
+    base = x.image(lss=4096)
+    child = Image(base.virtual_size, block_size=MiB, logical_sector=512, seed=x.seed + 1,
+                  has_parent=True)
+    stamp_sectors(child, "DIFF1", 0, MiB, partial=True)
+    x.case.chain = x.build(Chain([base, child]))
+
+
+@_bc("virtual_size_mismatch", REJECT, "virtual-size", "the child's virtual size is 2 MiB "
+     "larger than the parent's")
+def _(x):
+    base = x.image()
+    child = Image(base.virtual_size + 2 * MiB, block_size=MiB, seed=x.seed + 1,
+                  has_parent=True)
+    stamp_sectors(child, "DIFF1", 0, MiB, partial=True)
+    x.case.chain = x.build(Chain([base, child]))
+
+
+# --- cycles and depth ------------------------------------------------------------------------
+def _self_locator(dwg, name):
+    return [("parent_linkage", "{%s}" % dwg), ("relative_path", ".\\" + name),
+            ("parent_linkage2", ZERO_GUID_TEXT)]
+
+
+@_bc("cycle_self", REJECT, "cycle", "the child's locator names the child itself (its own "
+     "DataWriteGuid as parent_linkage)")
+def _(x):
+    img = Image(x.VS, block_size=MiB, seed=x.seed)
+    img.set_parent(None, entries=_self_locator(img.data_write_guid, "self.avhdx"))
+    stamp_sectors(img, "SELF", 0, MiB, partial=True)
+    p = os.path.join(x.d, "self.avhdx")
+    img.build(p)
+    x.case.child, x.case.files, x.case.parent_tried = p, [p], p
+
+
+@_bc("cycle_two", REJECT, "cycle", "a.avhdx -> b.avhdx -> a.avhdx, each linkage right")
+def _(x):
+    a = Image(x.VS, block_size=MiB, seed=x.seed)
+    b = Image(x.VS, block_size=MiB, seed=x.seed + 1)
+    a.set_parent(None, entries=_self_locator(b.data_write_guid, "b.avhdx"))
+    b.set_parent(None, entries=_self_locator(a.data_write_guid, "a.avhdx"))
+    stamp_sectors(a, "A", 0, MiB, partial=True)
+    stamp_sectors(b, "B", MiB, MiB, partial=True)
+    pa, pb = os.path.join(x.d, "a.avhdx"), os.path.join(x.d, "b.avhdx")
+    a.build(pa)
+    b.build(pb)
+    x.case.child, x.case.files, x.case.parent_tried = pa, [pa, pb], pa
+
+
+def _deep(x, nfiles):
+    base = x.image(vs=2 * MiB)
+    imgs = [base]
+    for k in range(1, nfiles):
+        imgs.append(make_child(imgs[-1], seed=x.seed + k))
+    stamp_sectors(imgs[-1], "TOP", 512, 1024, partial=True)
+    ch = Chain(imgs, names=["base.vhdx"] + ["d%03d.avhdx" % k for k in range(1, nfiles)],
+               locators={"volume": None, "absolute": None})
+    x.case.chain = ch
+    x.build(ch)
+    if nfiles > 200 and sys.getrecursionlimit() < 20 * nfiles:
+        sys.setrecursionlimit(20 * nfiles)          # model reads recurse once per level
+
+
+@_bc("depth_at_limit", OK, None, "a chain of exactly depth_limit files (the base and "
+     "depth_limit - 1 children, all but the top empty) opens")
+def _(x):
+    _deep(x, x.case.depth_limit)
+
+
+@_bc("depth_over_limit", REJECT, "depth", "a chain of depth_limit + 1 files: too deep")
+def _(x):
+    _deep(x, x.case.depth_limit + 1)
+    x.case.parent_tried = None
+
+
+# --- where the parent is found -----------------------------------------------------------
+@_bc("relative_missing_volume_path", OK, None, "relative_path names a missing file; "
+     "volume_path (\\\\?\\Volume{...}\\base.vhdx) finds the parent")
+def _(x):
+    x.standard(locators={"relative": ".\\gone.vhdx"})
+    x.case.via = "volume_path"
+
+
+@_bc("relative_missing_absolute_win32", OK, None, "relative_path names a missing file, no "
+     "volume_path; absolute_win32_path C:\\base.vhdx (Hyper-V form, no \\\\?\\) finds it")
+def _(x):
+    x.standard(locators={"relative": ".\\gone.vhdx", "volume": None})
+    x.case.via = "absolute_win32_path"
+
+
+@_bc("absolute_prefixed_only", OK, None, "only absolute_win32_path, as \\\\?\\C:\\base.vhdx")
+def _(x):
+    x.standard(locators={"relative": None, "volume": None, "absolute": "prefixed"})
+    x.case.via = "absolute_win32_path"
+
+
+@_bc("relative_updir", OK, None, "child in vm\\, parent in golden\\: relative_path "
+     "..\\golden\\base.vhdx (volume and absolute paths name a wrong place)")
+def _(x):
+    x.standard(dirs=["golden", "vm"], locators={"volume": "\\\\?\\Volume{%s}\\x\\base.vhdx"
+                                                % uuid.UUID(int=7), "absolute": "C:\\x\\base.vhdx"})
+
+
+@_bc("relative_plain_name", OK, None, "relative_path base.vhdx (no .\\ prefix)")
+def _(x):
+    x.standard(locators={"relative": "plain"})
+
+
+def _decoy(x, name):
+    """A valid VHDX at `name` whose DataWriteGuid matches nothing."""
+    d = x.image(tag="DECOY", seed=99)
+    p = os.path.join(x.d, name)
+    d.build(p)
+    x.case.files.append(p)
+    return p
+
+
+@_bc("relative_wins_over_absolute", OK, None, "relative_path finds the parent; "
+     "absolute_win32_path names another existing VHDX (a reader tries relative_path first)")
+def _(x):
+    x.standard(locators={"absolute": "C:\\decoy.vhdx", "volume": None})
+    _decoy(x, "decoy.vhdx")
+
+
+@_bc("relative_wrong_linkage_absolute_right", EITHER, "linkage", "relative_path names an "
+     "existing VHDX with another DataWriteGuid; absolute_win32_path names the right parent. "
+     "The oracle refuses (the first file found is the parent); a reader that goes on to the "
+     "next key must then read the right parent")
+def _(x):
+    x.standard(locators={"relative": ".\\decoy.vhdx", "volume": None})
+    x.case.parent_tried = _decoy(x, "decoy.vhdx")
+    x.case.via = "absolute_win32_path"          # (if a reader goes on past the decoy)
+
+
+# --- sector bitmaps in the child --------------------------------------------------------------
+_ONE_PARTIAL = ("not_present", "partial", "full", "zero", "not_present", "full", "unmapped",
+                "undefined")         # block 1 is the only PARTIALLY_PRESENT block
+
+
+@_bc("partial_without_sb", NO_SILENT, "bitmap", "a PARTIALLY_PRESENT block whose chunk's "
+     "sector-bitmap entry is SB_BLOCK_NOT_PRESENT (`check` must report it)")
+def _(x):
+    ch = x.standard(states=_ONE_PARTIAL)
+    ed = x.editor()
+    ed.put("<Q", x.sb_entry_offset(ch.layouts[-1]), SB_NOT_PRESENT)
+    ed.close()
+    x.case.affected = (MiB, MiB)
+    x.case.parent_tried = None
+
+
+def _sb_point_at(x, where):
+    ch = x.standard()
+    lay = ch.layouts[-1]
+    ed = x.editor()
+    ed.put("<Q", x.sb_entry_offset(lay), SB_PRESENT | where(lay, ed))
+    ed.close()
+    x.case.parent_tried = None
+
+
+@_bc("sb_overlaps_payload", REJECT, "overlap", "the sector-bitmap block is the child's "
+     "FULLY_PRESENT block")
+def _(x):
+    _sb_point_at(x, lambda L, e: min(b["file_offset"] for b in L.blocks.values()
+                                     if b["state"] == FULLY_PRESENT))
+
+
+@_bc("sb_overlaps_bat", REJECT, "overlap", "the sector-bitmap block is the BAT region")
+def _(x):
+    _sb_point_at(x, lambda L, e: L.bat_offset)
+
+
+@_bc("sb_overlaps_metadata", REJECT, "overlap", "the sector-bitmap block is the metadata "
+     "region")
+def _(x):
+    _sb_point_at(x, lambda L, e: L.metadata_offset)
+
+
+@_bc("sb_overlaps_log", REJECT, "overlap", "the sector-bitmap block is the log")
+def _(x):
+    _sb_point_at(x, lambda L, e: L.log_offset)
+
+
+@_bc("sb_in_header_section", REJECT, "overlap", "SB_BLOCK_PRESENT with FileOffsetMB 0")
+def _(x):
+    _sb_point_at(x, lambda L, e: 0)
+
+
+@_bc("sb_past_eof", NO_SILENT, "bitmap", "the sector-bitmap block lies 64 MiB past the end "
+     "of the child")
+def _(x):
+    ch = x.standard(states=_ONE_PARTIAL)
+    ed = x.editor()
+    ed.put("<Q", x.sb_entry_offset(ch.layouts[-1]),
+           SB_PRESENT | _align_up(ed.size(), MiB) + 64 * MiB)
+    ed.close()
+    x.case.affected = (MiB, MiB)
+    x.case.parent_tried = None
+
+
+@_bc("sb_state_reserved", REJECT, "bat", "the sector-bitmap entry has reserved state 1")
+def _(x):
+    ch = x.standard()
+    ed = x.editor()
+    p = x.sb_entry_offset(ch.layouts[-1])
+    ed.put("<Q", p, (ed.get("<Q", p) & ~7) | 1)
+    ed.close()
+    x.case.parent_tried = None
+
+
+@_bc("sb_duplicate_offset", REJECT, "overlap", "4 GiB + 2 MiB child, two chunks: both "
+     "sector-bitmap entries point at the same 1 MiB")
+def _(x):
+    vs = 4 * GiB + 2 * MiB
+    base = Image(vs, block_size=MiB, seed=x.seed)
+    stamp_sectors(base, "BASE", 0, MiB)
+    child = make_child(base)
+    stamp_sectors(child, "DIFF1", 512, 512, partial=True)
+    stamp_sectors(child, "DIFF1", 4 * GiB + 512, 512, partial=True)
+    ch = x.build(Chain([base, child]))
+    x.case.chain = ch
+    lay = ch.layouts[-1]
+    ed = x.editor()
+    ed.put("<Q", x.sb_entry_offset(lay, 1), ed.get("<Q", x.sb_entry_offset(lay, 0)))
+    ed.close()
+    x.case.parent_tried = None
+
+
+def _bits(x, block, value):
+    """Overwrite the child's bitmap bits of `block` with `value` (0x00 or 0xFF)."""
+    ch = x.case.chain
+    lay = ch.layouts[-1]
+    spb = lay.block_size // lay.logical_sector
+    ed = x.editor()
+    ed.write(lay.sb[block // lay.chunk_ratio]["file_offset"] +
+             (block % lay.chunk_ratio) * spb // 8, bytes([value]) * (spb // 8))
+    ed.close()
+
+
+@_bc("not_present_block_bits_set", OK, None, "every bitmap bit of a NOT_PRESENT block is "
+     "set: the block still reads from the parent (bits matter only for PARTIALLY_PRESENT)")
+def _(x):
+    x.standard()
+    _bits(x, EVERY_STATE.index("not_present"), 0xFF)
+
+
+@_bc("zero_block_bits_set", OK, None, "every bitmap bit of a ZERO block is set: it still "
+     "reads zeros")
+def _(x):
+    x.standard()
+    _bits(x, EVERY_STATE.index("zero"), 0xFF)
+
+
+@_bc("full_block_bits_clear", OK, None, "a FULLY_PRESENT block whose bitmap bits are all "
+     "clear (as written): it reads from the child, the bitmap is not consulted")
+def _(x):
+    x.standard()
+    _bits(x, EVERY_STATE.index("full"), 0x00)
+
+
+# --- dirty logs ------------------------------------------------------------------------------
+@_bc("parent_dirty_log", OK, None, "the parent has a dirty log that makes block 2 (NOT_PRESENT "
+     "in the child) FULLY_PRESENT with new data: the child reads the replayed parent "
+     "(replayed in memory; the parent file is not written)")
+def _(x):
+    ch = x.standard(build=False)
+    ch.images[0].log().set_block(EVERY_STATE.index("not_present"), data=b"REPLAYED" * 512)
+    x.build(ch)
+
+
+@_bc("child_dirty_log", OK, None, "the child has a dirty log that makes block 7 (NOT_PRESENT "
+     "in place) ZERO: after replay it reads zeros, not the parent")
+def _(x):
+    ch = x.standard(build=False, states=EVERY_STATE[:7] + ("not_present",))
+    ch.images[1].log().set_bat(7, ZERO)
+    x.build(ch)
+
+
+# ---------------------------------------------------------------------------------------------
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "list":
         for c in CORRUPTIONS.values():
             print("%-36s %-14s %s" % (c.name, c.outcome, c.description))
         print("%d corruptions" % len(CORRUPTIONS))
+    elif len(sys.argv) > 1 and sys.argv[1] == "chains":
+        for c in BAD_CHAINS.values():
+            print("%-38s %-14s %-15s %s" % (c.name, c.outcome, c.reason or "", c.description))
+        print("%d bad chains" % len(BAD_CHAINS))
     else:
         print(__doc__)
