@@ -28,6 +28,26 @@ Corruptions::
     c = vhdxgen.apply_corruption(path, lay, "rt1_checksum")
     c.outcome   # 'ok' | 'reject' | 'either' | 'reject-or-eio'   (see Corruption)
 
+Differencing chains (digest §7, §8.4, §9.8)::
+
+    base = vhdxgen.Image(64 << 20, block_size=2 << 20, seed=1)
+    vhdxgen.stamp_sectors(base, "BASE")             # every sector: 'BASE!!!!' + LBA
+    snap = vhdxgen.make_child(base, block_size=1 << 20)   # same size/sectors, all NOT_PRESENT
+    snap.write_partial(4096, b"S" * 512)            # PARTIALLY_PRESENT, one bitmap bit set
+    snap.write(10 << 20, b"F" * 100)                # FULLY_PRESENT (rest of the block zeros)
+    snap.set_block_state(3, vhdxgen.ZERO)           # reads zeros, not the parent
+    vhdxgen.fill_every_state(snap)                  # or: every block state, cycled
+    chain = vhdxgen.Chain([base, snap], names=["golden.vhdx", "snap.avhdx"])
+    paths = chain.build(directory)                  # locators as Hyper-V writes them
+    chain.expected()                                # the child read through the chain
+    v = vhdxgen.open_file(paths[-1])                # resolves golden.vhdx per the locator
+    v.chain                                         # files, locator key used, linkage
+
+Bad chains::
+
+    c = vhdxgen.make_bad_chain("linkage_mismatch", directory)
+    c.child, c.outcome, c.reason, c.parent_tried   # see BadChain / ChainCase
+
 Conventions: "fom" = FileOffsetMB (file offset in 1 MiB units).  Integers are little-endian,
 GUIDs are stored in Microsoft mixed-endian form (uuid.UUID.bytes_le), digest §1.1.
 
@@ -60,17 +80,22 @@ Rules the oracle applies where the digest leaves a choice (keep the C reader con
     highest head SequenceNumber wins; none -> refuse; file shorter than the head's
     FlushedFileOffset -> refuse.  After replay the file is at least LastFileOffset long.
   * reads: NOT_PRESENT/UNDEFINED/ZERO/UNMAPPED read zeros, except NOT_PRESENT in a
-    differencing file (parent; zeros if no parent Image was given).  PARTIALLY_PRESENT uses
-    the chunk's sector bitmap (bit 1 = this file).
+    differencing file (the parent: an Image's `parent` model, or for open_file() the parent
+    found through the locator).  PARTIALLY_PRESENT uses the chunk's sector bitmap (bit 1 =
+    this file); FULLY_PRESENT never consults it.
+  * differencing chains: see "Differencing chains" below open_file() for how parents are
+    found and verified.
 Log writer: every entry logs whole 4 KiB sectors as they stand after all earlier entries with
 the same LogGuid (so a BAT sector logged later also carries earlier BAT updates in it).
 """
 
 import bisect
 import errno
+import hashlib
 import os
 import random
 import struct
+import sys
 import uuid
 
 __all__ = [
@@ -80,6 +105,9 @@ __all__ = [
     "chunk_ratio", "bat_entry_count", "payload_bat_index", "sb_bat_index",
     "NOT_PRESENT", "UNDEFINED", "ZERO", "UNMAPPED", "FULLY_PRESENT", "PARTIALLY_PRESENT",
     "SB_NOT_PRESENT", "SB_PRESENT",
+    "open_chain", "make_child", "Chain", "stamp_sectors", "fill_every_state", "EVERY_STATE",
+    "parse_guid_text", "locator_path_parts", "resolve_locator_path", "DEFAULT_MAX_DEPTH",
+    "PATH_KEYS", "ZERO_GUID_TEXT", "BadChain", "ChainCase", "BAD_CHAINS", "make_bad_chain",
 ]
 
 KiB = 1 << 10
@@ -105,12 +133,45 @@ def _crc_table():
 _CRC_TABLE = _crc_table()
 
 
+def _gf2_apply(op, vec):
+    r, i = 0, 0
+    while vec:
+        if vec & 1:
+            r ^= op[i]
+        vec >>= 1
+        i += 1
+    return r
+
+
+def _zero_ops():
+    """ops[k]: the linear map 'feed 2^k zero bytes' on the CRC register (32 columns)."""
+    t = _CRC_TABLE
+    op = [t[(1 << n) & 0xFF] ^ ((1 << n) >> 8) for n in range(32)]
+    ops = [op]
+    for _ in range(47):
+        op = [_gf2_apply(op, op[n]) for n in range(32)]
+        ops.append(op)
+    return ops
+
+
+_ZERO_OPS = _zero_ops()
+
+
 def crc32c(data, crc=0):
-    """CRC-32C of `data`.  Running form: crc32c(b, crc32c(a)) == crc32c(a + b)."""
+    """CRC-32C of `data`.  Running form: crc32c(b, crc32c(a)) == crc32c(a + b).
+    Trailing zero bytes are fed in O(log n) steps (most structures end in zeros)."""
     t = _CRC_TABLE
     c = crc ^ 0xFFFFFFFF
-    for b in bytes(data):
+    data = bytes(data)
+    body = data.rstrip(b"\0")
+    for b in body:
         c = t[(c ^ b) & 0xFF] ^ (c >> 8)
+    n, k = len(data) - len(body), 0
+    while n:
+        if n & 1:
+            c = _gf2_apply(_ZERO_OPS[k], c)
+        n >>= 1
+        k += 1
     return c ^ 0xFFFFFFFF
 
 
@@ -142,6 +203,9 @@ ITEM_LOGICAL_SECTOR_SIZE = uuid.UUID("8141BF1D-A96F-4709-BA47-F233A8FAAB5F")
 ITEM_PHYSICAL_SECTOR_SIZE = uuid.UUID("CDA348C7-445D-4471-9CC9-E9885251C556")
 ITEM_PARENT_LOCATOR = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
 LOCATOR_TYPE_VHDX = uuid.UUID("B04AEFB7-D19E-4A81-B789-25B8E9445913")
+# Parent locator path keys in the order a reader tries them (digest §9.8)
+PATH_KEYS = ("relative_path", "volume_path", "absolute_win32_path")
+ZERO_GUID_TEXT = "{00000000-0000-0000-0000-000000000000}"
 
 KNOWN_ITEMS = {
     "file_parameters": ITEM_FILE_PARAMETERS,
@@ -219,7 +283,18 @@ def _junk(n, tag=0):
 
 
 class Reject(Exception):
-    """A correct reader must refuse to open this image (raised by Image.expected())."""
+    """A correct reader must refuse to open this image (raised by Image.expected()).
+
+    reason: None, or a short tag for the differencing rules: 'parent-missing', 'linkage',
+    'sector-size', 'virtual-size', 'cycle', 'depth', 'locator', 'parent-invalid', 'bitmap'.
+    child: the file whose parent could not be used; tried: [(locator key, path)] looked at."""
+
+    def __init__(self, msg="", reason=None, child=None, tried=()):
+        super().__init__(msg)
+        self.reason, self.child, self.tried = reason, child, list(tried)
+
+    def clone(self):
+        return Reject(str(self), self.reason, self.child, self.tried)
 
 
 class NotApplicable(Exception):
@@ -1412,12 +1487,13 @@ class Image:
             self._views = {}
         if replay not in self._views:
             try:
-                self._views[replay] = _open_view(ext, lay.file_size, self.parent, replay)
+                self._views[replay] = _open_view(ext, lay.file_size,
+                                                 _as_parent(self.parent, replay), replay)
             except Reject as e:
                 self._views[replay] = e
         v = self._views[replay]
         if isinstance(v, Reject):
-            raise Reject(str(v))
+            raise v.clone()
         return v
 
     def outcome(self, replay=True):
@@ -1605,6 +1681,44 @@ class _View:
     pass
 
 
+class _ImageParent:
+    """A model Image used as a parent: reads what a reader with the same replay choice sees."""
+
+    def __init__(self, img, replay):
+        self.img, self.replay = img, replay
+
+    def read(self, off, n):
+        return self.img.expected_range(off, n, replay=self.replay)
+
+    def data_ranges(self):
+        return self.img.expected_extents(replay=self.replay)
+
+
+class _LegacyParent:
+    """Any object with expected_range(off, n) and expected_extents()."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def read(self, off, n):
+        return self.obj.expected_range(off, n)
+
+    def data_ranges(self):
+        return self.obj.expected_extents()
+
+
+def _as_parent(p, replay):
+    """Parent of a differencing view: None (reads zeros), an Image, a view, or a legacy
+    object with expected_range/expected_extents."""
+    if p is None or p is False:
+        return None
+    if isinstance(p, Image):
+        return _ImageParent(p, replay)
+    if isinstance(p, _View):
+        return p
+    return _LegacyParent(p)
+
+
 def _open_view(base, file_size, parent, replay):
     ext = _Ext(base, file_size)
     if ext.read(0, 8) != b"vhdxfile":
@@ -1758,15 +1872,23 @@ def _open_view(base, file_size, parent, replay):
         raise Reject("virtual disk size %d" % vsize)
     diff = bool(fpflags & 2)
     fixed = bool(fpflags & 1) and not diff
+    kv = []
     if diff:
         loc = item(ITEM_PARENT_LOCATOR)
-        ltype, kv = decode_parent_locator(loc)
+        try:
+            ltype, kv = decode_parent_locator(loc)
+        except Reject as e:
+            raise Reject(str(e), reason="locator") from None
         if ltype != LOCATOR_TYPE_VHDX:
-            raise Reject("unknown parent locator type")
+            raise Reject("unknown parent locator type %s" % ltype, reason="locator")
         keys = [k for k, _ in kv]
-        if len(set(keys)) != len(keys) or "parent_linkage" not in keys or not (
-                {"relative_path", "volume_path", "absolute_win32_path"} & set(keys)):
-            raise Reject("parent locator lacks required keys")
+        if len(set(keys)) != len(keys):
+            raise Reject("parent locator has a duplicate key", reason="locator")
+        if "parent_linkage" not in keys:
+            raise Reject("parent locator lacks parent_linkage", reason="locator")
+        if not set(PATH_KEYS) & set(keys):
+            raise Reject("parent locator has none of relative_path, volume_path, "
+                         "absolute_win32_path", reason="locator")
     cr = chunk_ratio(bs, lss)
     pb = -(-vsize // bs)
     nbat = bat_entry_count(vsize, bs, lss, diff)
@@ -1791,7 +1913,8 @@ def _open_view(base, file_size, parent, replay):
             raise Reject("BAT entry %d reserved bits" % idx)
         if is_sb:
             if st not in (SB_NOT_PRESENT, SB_PRESENT):
-                raise Reject("BAT entry %d: bad sector-bitmap state %d" % (idx, st))
+                raise Reject("BAT entry %d: bad sector-bitmap state %d" % (idx, st),
+                             reason="bat")
             if st == SB_PRESENT and diff:
                 blocks.append(((e & BAT_OFFSET_MASK), MiB, idx))
             continue
@@ -1801,18 +1924,19 @@ def _open_view(base, file_size, parent, replay):
             blocks.append(((e & BAT_OFFSET_MASK), bs, idx))
     for off, ln, idx in blocks:
         if off < MiB:
-            raise Reject("BAT entry %d points into the header section" % idx)
+            raise Reject("BAT entry %d points into the header section" % idx,
+                         reason="overlap")
         for s, en, what in occupied:
             if _overlap((off, off + ln), (s, en)):
-                raise Reject("BAT entry %d overlaps the %s" % (idx, what))
+                raise Reject("BAT entry %d overlaps the %s" % (idx, what), reason="overlap")
     srt = sorted(blocks)
     for a, b in zip(srt, srt[1:]):
         if a[0] + a[1] > b[0]:
-            raise Reject("BAT entries %d and %d overlap" % (a[2], b[2]))
+            raise Reject("BAT entries %d and %d overlap" % (a[2], b[2]), reason="overlap")
     for off, ln, idx in blocks:
         if idx % (cr + 1) == cr:
             if off + ln > file_size:
-                raise Reject("sector bitmap block past EOF")
+                raise Reject("sector bitmap block past EOF", reason="bitmap")
             continue
         i = idx - idx // (cr + 1)
         need = min(bs, vsize - i * bs)            # part inside the virtual disk
@@ -1822,12 +1946,14 @@ def _open_view(base, file_size, parent, replay):
         for i in range(pb):
             if bat[payload_bat_index(i, cr)] & 7 == PARTIALLY_PRESENT and \
                     bat[sb_bat_index(i // cr, cr)] & 7 != SB_PRESENT:
-                raise Reject("PARTIALLY_PRESENT block %d without sector bitmap" % i)
+                raise Reject("PARTIALLY_PRESENT block %d without sector bitmap" % i,
+                             reason="bitmap")
     v = _ViewImpl()
     v.__dict__.update(ext=ext, virtual_size=vsize, block_size=bs, logical_sector=lss,
                       physical_sector=pss, chunk_ratio=cr, bat=bat, differencing=diff,
                       fixed=fixed, parent=parent, payload_blocks=pb, file_size=file_size,
-                      current_header=cur)
+                      current_header=cur, replay=replay, locator_entries=kv,
+                      locator=dict(kv), path=None, chain=None)
     return v
 
 
@@ -1835,7 +1961,7 @@ class _ViewImpl(_View):
     def _parent_read(self, off, n):
         if self.parent is None:
             return bytes(n)
-        return self.parent.expected_range(off, n)
+        return self.parent.read(off, n)
 
     def read(self, off, n):
         if off < 0 or off + n > self.virtual_size:
@@ -1852,19 +1978,27 @@ class _ViewImpl(_View):
             if st == FULLY_PRESENT:
                 out[o:o + take] = self.ext.read(loc + bo, take)
             elif st == PARTIALLY_PRESENT:
-                sbe = self.bat[sb_bat_index(i // cr, cr)]
-                sbloc = sbe & BAT_OFFSET_MASK
-                first_sector = (i % cr) * (bs // lss)
-                p = pos
-                while p < pos + take:
-                    s = first_sector + (p - i * bs) // lss
-                    send = min((p // lss + 1) * lss, pos + take)
-                    bit = self.ext.read(sbloc + (s >> 3), 1)[0] >> (s & 7) & 1
+                # sector by sector through the chunk's bitmap (digest §7: bit 0 of byte 0 is
+                # the chunk's first sector; 1 = this file), runs of equal bits read at once
+                sbloc = self.bat[sb_bat_index(i // cr, cr)] & BAT_OFFSET_MASK
+                vb = i * bs
+                s0, s1 = (pos - vb) // lss, (pos + take - vb - 1) // lss + 1
+                first = (i % cr) * (bs // lss) + s0          # bit index within the chunk
+                nbytes = ((first + s1 - s0 - 1) >> 3) - (first >> 3) + 1
+                bits = int.from_bytes(self.ext.read(sbloc + (first >> 3), nbytes),
+                                      "little") >> (first & 7)
+                s = s0
+                while s < s1:
+                    bit = bits >> (s - s0) & 1
+                    e = s + 1
+                    while e < s1 and bits >> (e - s0) & 1 == bit:
+                        e += 1
+                    a, z = max(pos, vb + s * lss), min(pos + take, vb + e * lss)
                     if bit:
-                        out[p - off:send - off] = self.ext.read(loc + p - i * bs, send - p)
+                        out[a - off:z - off] = self.ext.read(loc + a - vb, z - a)
                     else:
-                        out[p - off:send - off] = self._parent_read(p, send - p)
-                    p = send
+                        out[a - off:z - off] = self._parent_read(a, z - a)
+                    s = e
             elif st == NOT_PRESENT and self.differencing:
                 out[o:o + take] = self._parent_read(pos, take)
             pos += take
@@ -1888,7 +2022,7 @@ class _ViewImpl(_View):
                     res.append((vb, vlen))
                 elif self.parent is not None:
                     if pranges is None:
-                        pranges = self.parent.expected_extents()
+                        pranges = self.parent.data_ranges()
                     for s, ln in pranges:
                         a, b = max(s, vb), min(s + ln, vb + vlen)
                         if a < b:
@@ -1984,6 +2118,32 @@ class _ViewImpl(_View):
                     p + bad, len(got), n, got[bad:bad + 8], exp[bad:bad + 8])
         return None
 
+    def sha256(self, chunk=4 * MiB):
+        """SHA-256 (hex) of the whole virtual disk; holes are hashed without being read."""
+        h = hashlib.sha256()
+        zero = memoryview(bytes(chunk))
+        pos = 0
+        for s, ln in self.data_ranges() + [(self.virtual_size, 0)]:
+            while pos < s:
+                k = min(chunk, s - pos)
+                h.update(zero[:k])
+                pos += k
+            end = s + ln
+            while pos < end:
+                k = min(chunk, end - pos)
+                h.update(self.read(pos, k))
+                pos += k
+        return h.hexdigest()
+
+    def write_raw(self, path):
+        """Write the virtual disk to a (sparse) raw file."""
+        with open(path, "wb") as f:
+            f.truncate(self.virtual_size)
+            for s, ln in self.data_ranges():
+                for p in range(s, s + ln, 16 * MiB):
+                    f.seek(p)
+                    f.write(self.read(p, min(16 * MiB, s + ln - p)))
+
 
 def load_file(path):
     """Read a file into a Sparse (holes skipped via SEEK_DATA).  -> (Sparse, size)."""
@@ -2040,14 +2200,463 @@ def copy_sparse(src, dst):
             pos = h
 
 
-def open_file(path, replay=True, parent=None):
+def open_file(path, replay=True, parent=None, max_depth=None, volume_root=None,
+              resolve=True):
     """The oracle reader applied to an existing file (e.g. one written by the C code or
     corrupted by apply_corruption).  -> view with .read(off, n), .virtual_size, .block_size,
     .logical_sector, .physical_sector, .bat, .data_ranges(), .diff_raw(path),
-    .diff_reader(read).  Raises Reject.  parent: an object with expected_range(off, n) and
-    expected_extents() (e.g. an Image) for differencing files."""
+    .diff_reader(read), .sha256(), .write_raw(path).  Raises Reject.
+
+    Differencing files: with parent=None the parent chain is resolved on disk by
+    open_chain() (locator keys in the spec's order, linkage, sector size, depth, cycles; see
+    there); the view then has .chain and .parent.  parent=<Image or view> uses that model
+    as the parent instead, without checks; resolve=False reads NOT_PRESENT blocks as zeros
+    (the file alone)."""
+    if parent is None and resolve:
+        return open_chain(path, replay=replay, max_depth=max_depth, volume_root=volume_root)
     sp, size = load_file(path)
-    return _open_view(sp, size, parent, replay)
+    v = _open_view(sp, size, _as_parent(parent, replay), replay)
+    v.path = path
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# Differencing chains (digest §7, §8.4, §9.8)
+#
+# Rules the oracle applies where the digest leaves a choice (keep the C reader consistent):
+#   * depth = number of files in the chain, the child included (a flat disk has depth 1);
+#     a chain of max_depth files opens, a differencing file at position max_depth (whose
+#     parent would be file max_depth + 1) is refused with reason 'depth'.
+#   * locator keys are tried in the order relative_path, volume_path, absolute_win32_path.
+#     relative_path is resolved from the child's directory ('.' and '..' components;
+#     separators '\' or '/'; a rooted or drive path there is unusable).  For volume_path and
+#     absolute_win32_path the volume part (\\?\Volume{...}\, \\?\C:\, C:\, \\?\UNC\srv\share\,
+#     \\srv\share\, or a leading '\') is dropped and the rest is resolved from `volume_root`
+#     (default: the child's own directory -- hosts and firmware have no drive letters or
+#     volume GUIDs; tests that model a volume pass the directory that plays its root).
+#     Names are matched exactly (no case folding).
+#   * the first candidate that exists as a file is the parent; a later key is not tried when
+#     that file fails the checks below.
+#   * linkage: the parent's current-header DataWriteGuid equals parent_linkage, or equals a
+#     non-zero parent_linkage2.  GUID text with or without braces, any case.  A
+#     parent_linkage that is not GUID text refuses the child ('locator'); a malformed
+#     parent_linkage2 is ignored.
+#   * parent and child: same logical sector size ('sector-size') and same virtual size
+#     ('virtual-size'); the block sizes may differ.
+#   * a file met twice (same device and inode) is a cycle ('cycle').
+#   * a parent that is not a valid VHDX (or fails its own checks) refuses the chain
+#     ('parent-invalid'); the parent's dirty log is replayed in memory like the child's.
+#   * reads: FULLY_PRESENT from the file (bitmap not consulted), PARTIALLY_PRESENT per sector
+#     bit, NOT_PRESENT from the parent, ZERO / UNMAPPED / UNDEFINED as zeros.
+
+DEFAULT_MAX_DEPTH = 256
+
+_GUID_RE = None
+
+
+def parse_guid_text(text):
+    """'{xxxxxxxx-xxxx-...}' (braces optional, any case) -> uuid.UUID, else None."""
+    global _GUID_RE
+    if _GUID_RE is None:
+        import re
+        _GUID_RE = re.compile(r"^\{?([0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12})\}?$")
+    m = _GUID_RE.match(text.strip()) if isinstance(text, str) else None
+    if m is None or (text.strip().startswith("{") != text.strip().endswith("}")):
+        return None
+    return uuid.UUID(m.group(1))
+
+
+def _clean_parts(parts, allow_up):
+    out = []
+    for c in parts:
+        if c in ("", "."):
+            continue
+        if c == "..":
+            if out and out[-1] != "..":
+                out.pop()
+            elif allow_up:
+                out.append("..")
+            continue
+        out.append(c)
+    return out
+
+
+def locator_path_parts(key, value):
+    """Path components a reader resolves for locator key `key` (see the rules above).
+    relative_path -> components relative to the child's directory (may start with '..');
+    volume_path / absolute_win32_path -> components below the volume root.  None if the
+    value is not a form that key can take."""
+    import re
+    v = value.replace("/", "\\")
+    if key == "relative_path":
+        if v.startswith("\\") or re.match(r"^[A-Za-z]:", v):
+            return None
+        parts = _clean_parts(v.split("\\"), True)
+        return parts if parts and parts[-1] != ".." else None
+    rest = None
+    if v.startswith("\\\\?\\") or v.startswith("\\\\.\\"):
+        t = v[4:]
+        if t[:4].upper() == "UNC\\":
+            rest = t[4:].split("\\")[2:]
+        elif re.match(r"^Volume\{[0-9A-Fa-f-]{36}\}(\\|$)", t, re.I):
+            rest = t.split("\\")[1:]
+        elif re.match(r"^[A-Za-z]:(\\|$)", t):
+            rest = t[3:].split("\\")
+    elif v.startswith("\\\\"):
+        rest = v[2:].split("\\")[2:]
+    elif re.match(r"^[A-Za-z]:\\", v):
+        rest = v[3:].split("\\")
+    elif v.startswith("\\"):
+        rest = v[1:].split("\\")
+    if rest is None:
+        return None
+    parts = _clean_parts(rest, False)
+    return parts or None
+
+
+def resolve_locator_path(child_path, key, value, volume_root=None):
+    """Host path a reader tries for one locator entry, or None if unusable."""
+    parts = locator_path_parts(key, value)
+    if parts is None:
+        return None
+    if key == "relative_path" or volume_root is None:
+        base = os.path.dirname(os.path.abspath(child_path))
+    else:
+        base = os.path.abspath(volume_root)
+    return os.path.normpath(os.path.join(base, *parts))
+
+
+def _file_identity(path):
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _open_single(path, replay):
+    try:
+        sp, size = load_file(path)
+    except OSError as e:
+        raise Reject("%s: %s" % (path, e.strerror or e), reason="io", child=path) from None
+    v = _open_view(sp, size, None, replay)
+    v.path = path
+    return v
+
+
+def open_chain(path, replay=True, max_depth=None, volume_root=None):
+    """Open `path` and, if it is a differencing file, its parents as a correct reader must
+    (rules above).  -> the child's view; .parent is the parent's view and .chain lists every
+    file, child first: {path, depth, differencing, key, locator_value, linkage, tried}
+    (key/linkage: how this file's parent was found and verified).  Raises Reject with
+    .reason, .child (the file whose parent failed) and .tried."""
+    max_depth = DEFAULT_MAX_DEPTH if max_depth is None else max_depth
+    if max_depth > 200 and sys.getrecursionlimit() < 20 * max_depth:
+        sys.setrecursionlimit(20 * max_depth)      # reads recurse once per level
+    top = _open_single(path, replay)
+    seen = {_file_identity(path): path}
+    info = []
+    cur = top
+    while True:
+        link = {"path": cur.path, "depth": len(info) + 1, "differencing": cur.differencing,
+                "key": None, "locator_value": None, "linkage": None, "tried": []}
+        info.append(link)
+        if not cur.differencing:
+            break
+        child = cur.path
+        loc = cur.locator
+        l1 = parse_guid_text(loc["parent_linkage"])
+        if l1 is None:
+            raise Reject("%s: parent_linkage %r is not a GUID" % (child, loc["parent_linkage"]),
+                         reason="locator", child=child)
+        l2 = parse_guid_text(loc["parent_linkage2"]) if "parent_linkage2" in loc else None
+        if len(info) >= max_depth:
+            raise Reject("%s: chain deeper than %d files" % (child, max_depth),
+                         reason="depth", child=child)
+        tried, found = [], None
+        for key in PATH_KEYS:
+            if key not in loc:
+                continue
+            cand = resolve_locator_path(child, key, loc[key], volume_root)
+            tried.append((key, cand if cand is not None else loc[key]))
+            if cand is not None and os.path.isfile(cand):
+                found = (key, cand)
+                break
+        link["tried"] = tried
+        if found is None:
+            raise Reject("%s: parent not found (tried %s)" % (child, ", ".join(
+                "%s %s" % t for t in tried)), reason="parent-missing", child=child, tried=tried)
+        key, ppath = found
+        link["key"], link["locator_value"] = key, loc[key]
+        ident = _file_identity(ppath)
+        if ident in seen:
+            raise Reject("%s: parent %s (from %s) is already in the chain: cycle" % (
+                child, ppath, key), reason="cycle", child=child, tried=tried)
+        try:
+            pv = _open_single(ppath, replay)
+        except Reject as e:
+            raise Reject("%s: parent %s (from %s): %s" % (child, ppath, key, e),
+                         reason="parent-invalid", child=child, tried=tried) from None
+        dwg = uuid.UUID(bytes_le=pv.current_header["dwg"])
+        if dwg == l1:
+            link["linkage"] = "parent_linkage"
+        elif l2 is not None and l2.int and dwg == l2:
+            link["linkage"] = "parent_linkage2"
+        else:
+            raise Reject("%s: parent %s (from %s): DataWriteGuid {%s} matches neither "
+                         "parent_linkage %s nor parent_linkage2 %s" % (
+                             child, ppath, key, dwg, loc["parent_linkage"],
+                             loc.get("parent_linkage2", "(absent)")),
+                         reason="linkage", child=child, tried=tried)
+        if pv.logical_sector != cur.logical_sector:
+            raise Reject("%s: parent %s has %d-byte logical sectors, the child %d" % (
+                child, ppath, pv.logical_sector, cur.logical_sector), reason="sector-size",
+                child=child, tried=tried)
+        if pv.virtual_size != cur.virtual_size:
+            raise Reject("%s: parent %s has virtual size %d, the child %d" % (
+                child, ppath, pv.virtual_size, cur.virtual_size), reason="virtual-size",
+                child=child, tried=tried)
+        cur.parent = pv
+        seen[ident] = ppath
+        cur = pv
+    top.chain = info
+    return top
+
+
+# -- writing chains -------------------------------------------------------------------------
+
+
+def make_child(parent, block_size=None, seed=None, **kw):
+    """A differencing Image over `parent` (an Image): same virtual size, logical and
+    physical sector size and Virtual Disk ID (IsVirtualDisk items are copied on fork,
+    digest §9.2); all blocks NOT_PRESENT.  The locator is the default one until a Chain
+    sets it.  kw: further Image arguments."""
+    if seed is None:
+        seed = parent.rng.getrandbits(32)
+    return Image(parent.virtual_size, block_size=block_size or parent.block_size,
+                 logical_sector=parent.logical_sector, physical_sector=parent.physical_sector,
+                 virtual_disk_id=parent.virtual_disk_id, parent=parent, seed=seed, **kw)
+
+
+def stamp_sectors(img, tag, offset=0, length=None, partial=False):
+    """Write `tag` (<= 8 bytes, padded with '!') + the LBA (u64 LE) at the start of every
+    logical sector of [offset, offset+length) -- like the README's stand-in parent.  The
+    blocks become FULLY_PRESENT, or with partial=True (differencing) PARTIALLY_PRESENT with
+    those sectors' bits set."""
+    lss = img.logical_sector
+    if length is None:
+        length = img.virtual_size - offset
+    t = tag.encode() if isinstance(tag, str) else bytes(tag)
+    t = t[:8].ljust(8, b"!")
+    pos = offset
+    while pos < offset + length:
+        n = min(4 * MiB, offset + length - pos)
+        buf = bytearray(n)
+        for s in range(0, n, lss):
+            buf[s:s + 16] = t + struct.pack("<Q", (pos + s) // lss)
+        (img.write_partial if partial else img.write)(pos, buf)
+        pos += n
+
+
+EVERY_STATE = ("partial", "full", "not_present", "zero", "unmapped", "undefined",
+               "partial_all_set", "partial_none_set")
+
+
+def fill_every_state(img, tag="CHILD", states=EVERY_STATE, blocks=None):
+    """Give a differencing Image one block in each state, cycling through `states` over
+    `blocks` (default: every block), and return {block: state name}.
+      partial           sectors 1-2, 7-8 (a run across a bitmap byte) and the last sector
+                        stamped with `tag`; the other sectors come from the parent; the
+                        child's copies of them hold junk (partial_junk)
+      full              FULLY_PRESENT: a stamp in every 8th sector, zeros elsewhere
+      not_present       read from the parent
+      zero / unmapped / undefined   read as zeros (unmapped/undefined keep a stale pointer
+                        at junk / at old data)
+      partial_all_set   PARTIALLY_PRESENT with every bit set
+      partial_none_set  PARTIALLY_PRESENT with no bit set (reads the parent entirely)"""
+    if not img.differencing:
+        raise ValueError("fill_every_state needs a differencing image")
+    bs, lss = img.block_size, img.logical_sector
+    img.partial_junk = True
+    blocks = list(range(img.payload_blocks)) if blocks is None else list(blocks)
+    res = {}
+    for k, i in enumerate(blocks):
+        st = states[k % len(states)]
+        vb = i * bs
+        vlen = min(bs, img.virtual_size - vb)
+        nsec = vlen // lss
+        if st == "partial":
+            for s0, n in ((1, 2), (7, 2), (nsec - 1, 1)):
+                if s0 + n <= nsec:
+                    stamp_sectors(img, tag, vb + s0 * lss, n * lss, partial=True)
+        elif st == "full":
+            buf = bytearray(vlen)
+            t = tag.encode()[:8].ljust(8, b"!")
+            for s in range(0, nsec, 8):
+                buf[s * lss:s * lss + 16] = t + struct.pack("<Q", vb // lss + s)
+            img.write(vb, buf)
+        elif st == "zero":
+            img.set_block_state(i, ZERO)
+        elif st == "unmapped":
+            img.set_block_state(i, UNMAPPED, file_offset_mb="auto", stale="junk")
+        elif st == "undefined":
+            img.write(vb, b"OLD DATA" * (lss // 8))
+            img.set_block_state(i, UNDEFINED, file_offset_mb="auto", stale="data")
+        elif st == "partial_all_set":
+            stamp_sectors(img, tag, vb, vlen, partial=True)
+        elif st == "partial_none_set":
+            img.set_block_state(i, PARTIALLY_PRESENT)
+        elif st != "not_present":
+            raise ValueError("unknown state %r" % st)
+        res[i] = st
+    return res
+
+
+HYPERV_KEY_ORDER = ("parent_linkage", "absolute_win32_path", "relative_path", "volume_path",
+                    "parent_linkage2")
+SPEC_KEY_ORDER = ("parent_linkage", "parent_linkage2", "relative_path", "volume_path",
+                  "absolute_win32_path")
+
+
+def _win_join(parts):
+    return "\\".join(parts)
+
+
+class Chain:
+    """A chain of VHDX files written into one directory tree (the 'volume').
+
+    Chain(images, names=None, dirs=None, locators=None, volume_guid=None, drive="C")
+      images    [base, child1, child2, ...]: images[k] (k >= 1) is differencing over
+                images[k-1] (made by make_child(), or any Image: its parent is set here)
+      names     file names (default base.vhdx, diff1.avhdx, ...)
+      dirs      directory of each file below the volume root, '/'-separated ('' = root)
+      locators  one dict per child (or one dict for all) of locator_entries() options
+    Locators are consistent with the names and directories as soon as the Chain exists, so
+    images[-1].expected() is the content of the whole chain before anything is built."""
+
+    def __init__(self, images, names=None, dirs=None, locators=None, volume_guid=None,
+                 drive="C"):
+        self.images = list(images)
+        n = len(self.images)
+        self.names = list(names) if names else \
+            ["base.vhdx"] + ["diff%d.avhdx" % k for k in range(1, n)]
+        self.dirs = list(dirs) if dirs else [""] * n
+        self.volume_guid = volume_guid or self.images[0]._uuid()
+        self.drive = drive
+        self.volume_root = None
+        self.paths = None
+        if locators is None or isinstance(locators, dict):
+            locators = [dict(locators or {}) for _ in range(n - 1)]
+        self.styles = [None] + [dict(x or {}) for x in locators]
+        for k in range(1, n):
+            self.relink(k)
+
+    @property
+    def top(self):
+        return self.images[-1]
+
+    def _parts(self, k):
+        return [c for c in self.dirs[k].split("/") if c]
+
+    def volume_relative(self, k):
+        """File k's path below the volume root, Windows form (no leading separator)."""
+        return _win_join(self._parts(k) + [self.names[k]])
+
+    def relative(self, k, dot=True):
+        """relative_path from file k to its parent k-1, as Hyper-V writes it ('.\\name' in
+        the same directory, '..\\dir\\name' otherwise)."""
+        a, b = self._parts(k), self._parts(k - 1)
+        c = 0
+        while c < min(len(a), len(b)) and a[c] == b[c]:
+            c += 1
+        up = [".."] * (len(a) - c)
+        rest = b[c:] + [self.names[k - 1]]
+        if not up and dot:
+            return _win_join(["."] + rest)
+        return _win_join(up + rest)
+
+    def locator_entries(self, k, linkage="lower", linkage2="zero", relative="auto",
+                        volume=True, absolute="win32", order="hyperv", extra=()):
+        """Locator entries of file k (its parent is file k-1).
+        linkage   'lower' ('{...}' lower case, as libvhdi needs), 'upper', 'bare' (no
+                  braces), a UUID, or literal text
+        linkage2  'zero' (zero GUID, as Hyper-V writes), None (absent), 'random' (a real
+                  GUID matching nothing), 'parent' (the parent's DataWriteGuid), a UUID or
+                  literal text
+        relative  'auto' (.\\name or ..\\dir\\name), 'plain' (no '.\\'), None, literal text
+        volume    True (\\\\?\\Volume{guid}\\path), None/False, literal text
+        absolute  'win32' (C:\\path, as Hyper-V writes), 'prefixed' (\\\\?\\C:\\path), 'unc'
+                  (\\\\?\\UNC\\server\\share\\path), 'unc_plain' (\\\\server\\share\\path),
+                  None, literal text
+        order     'hyperv' (Hyper-V's key order), 'spec', or a list of keys
+        extra     further (key, value) pairs appended"""
+        par = self.images[k - 1]
+        dwg = par.data_write_guid
+
+        def guid_text(style):
+            if style is None:
+                return None
+            if isinstance(style, uuid.UUID):
+                return "{%s}" % style
+            if style == "lower":
+                return "{%s}" % dwg
+            if style == "upper":
+                return ("{%s}" % dwg).upper()
+            if style == "bare":
+                return str(dwg)
+            if style == "zero":
+                return ZERO_GUID_TEXT
+            if style == "random":
+                return "{%s}" % par._uuid()
+            if style == "parent":
+                return "{%s}" % dwg
+            return style
+        vr = self.volume_relative(k - 1)
+        vals = {"parent_linkage": guid_text(linkage), "parent_linkage2": guid_text(linkage2)}
+        if relative == "auto":
+            vals["relative_path"] = self.relative(k)
+        elif relative == "plain":
+            vals["relative_path"] = self.relative(k, dot=False)
+        else:
+            vals["relative_path"] = relative
+        if volume is True:
+            vals["volume_path"] = "\\\\?\\Volume{%s}\\%s" % (self.volume_guid, vr)
+        else:
+            vals["volume_path"] = volume or None
+        absmap = {"win32": "%s:\\%s" % (self.drive, vr),
+                  "prefixed": "\\\\?\\%s:\\%s" % (self.drive, vr),
+                  "unc": "\\\\?\\UNC\\server\\share\\%s" % vr,
+                  "unc_plain": "\\\\server\\share\\%s" % vr}
+        vals["absolute_win32_path"] = absmap.get(absolute, absolute) if absolute else None
+        keys = {"hyperv": HYPERV_KEY_ORDER, "spec": SPEC_KEY_ORDER}.get(order, order) \
+            if isinstance(order, str) else order
+        ents = [(key, vals[key]) for key in keys if vals.get(key) is not None]
+        return ents + list(extra)
+
+    def relink(self, k, **style):
+        """(Re)write file k's locator; style overrides this file's locator options."""
+        self.styles[k].update(style)
+        par, img = self.images[k - 1], self.images[k]
+        img.set_parent(None, entries=self.locator_entries(k, **self.styles[k]))
+        img.parent = par            # (sizes are not checked: broken chains are allowed)
+
+    def build(self, directory):
+        """Write every file under `directory` (the volume root).  -> paths, base first."""
+        self.volume_root = directory
+        self.paths, self.layouts = [], []
+        for k, img in enumerate(self.images):
+            d = os.path.join(directory, *self._parts(k))
+            os.makedirs(d, exist_ok=True)
+            p = os.path.join(d, self.names[k])
+            self.layouts.append(img.build(p))
+            self.paths.append(p)
+        return list(self.paths)
+
+    def expected(self, replay=True):
+        """Content of the top file read through the whole chain."""
+        return self.top.expected(replay)
+
+    def open(self, replay=True, max_depth=None):
+        """open_chain() on the built top file, with this chain's volume root."""
+        return open_chain(self.paths[-1], replay=replay, max_depth=max_depth,
+                          volume_root=self.volume_root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3298,12 +3907,583 @@ def _(e):
 
 
 # ---------------------------------------------------------------------------------------------
+# Bad chains: differencing files and chains a correct reader must refuse (or read right)
+
+
+class BadChain:
+    """One entry of BAD_CHAINS: name, outcome, reason, description.
+
+    outcome: as for Corruption ('ok', 'reject', 'either', 'reject-or-eio').
+    reason:  the tag a refusing oracle gives (Reject.reason): 'parent-missing', 'linkage',
+             'sector-size', 'virtual-size', 'cycle', 'depth', 'locator', 'parent-invalid',
+             'bitmap', 'overlap', 'bat'; None for 'ok' entries.
+    Build one with make_bad_chain(name, directory, depth_limit=256) -> ChainCase."""
+
+    def __init__(self, name, outcome, reason, description, fn):
+        self.name, self.outcome, self.reason = name, outcome, reason
+        self.description, self.fn = description, fn
+
+    def __repr__(self):
+        return "<BadChain %s: %s>" % (self.name, self.outcome)
+
+
+class ChainCase:
+    """A built bad-chain case.
+
+    name, outcome, reason, description -- from the catalogue entry
+    child        the file to open (read it, `info` it, `check` it)
+    files        every file written (none may change when the child is opened, read or
+                 refused: parents are read-only, and nothing is written to a refused file)
+    parent_tried the parent path a refusal message should name (None when the refusal is
+                 about the child itself)
+    volume_root  the directory that plays the volume root (outcomes do not depend on it:
+                 where volume_path / absolute_win32_path matter the child sits there)
+    depth_limit  the depth limit the case was built for (files in the chain)
+    affected     (virtual_offset, length) for 'reject-or-eio', else None
+    via, linkage for 'ok' and 'either' entries: the locator key that finds the child's
+                 parent and the key that verifies it ('parent_linkage'/'parent_linkage2')
+    chain        the Chain model (None for hand-made cycles)
+    expected(replay=True)   content a reader returns ('ok', 'either', and outside
+                            `affected` for 'reject-or-eio'); replay=False: what a reader
+                            that ignores logs in every file sees
+    open(replay=True)       the oracle's verdict: a view, or raises Reject"""
+
+    def __init__(self, entry, directory, depth_limit):
+        self.name, self.outcome, self.reason = entry.name, entry.outcome, entry.reason
+        self.description = entry.description
+        self.directory = self.volume_root = directory
+        self.depth_limit = depth_limit
+        self.child = self.parent_tried = self.affected = self.chain = None
+        self.via, self.linkage = "relative_path", "parent_linkage"
+        self.files = []
+        self._expected = None
+
+    def expected(self, replay=True):
+        if self._expected is not None:
+            return self._expected(replay)
+        return self.chain.top.expected(replay)
+
+    def open(self, replay=True):
+        return open_chain(self.child, replay=replay, max_depth=self.depth_limit,
+                          volume_root=self.volume_root)
+
+    def __repr__(self):
+        return "<ChainCase %s: %s %s>" % (self.name, self.outcome, self.child)
+
+
+BAD_CHAINS = {}
+
+
+def _bc(name, outcome, reason, description):
+    def deco(fn):
+        BAD_CHAINS[name] = BadChain(name, outcome, reason, description, fn)
+        return fn
+    return deco
+
+
+class _ChainCtx:
+    """What a catalogue entry builds with."""
+
+    VS = 8 * MiB
+
+    def __init__(self, case, seed):
+        self.case = case
+        self.d = case.directory
+        self.seed = seed
+
+    def image(self, vs=None, lss=512, block_size=MiB, tag="BASE", seed=0, **kw):
+        img = Image(vs or self.VS, block_size=block_size, logical_sector=lss,
+                    seed=self.seed + seed, **kw)
+        stamp_sectors(img, tag)
+        return img
+
+    def standard(self, levels=1, lss=512, names=None, dirs=None, locators=None,
+                 states=EVERY_STATE, vs=None, build=True):
+        """base (every sector stamped) + `levels` children filled with every block state;
+        built into the case directory; case.child = top, parent_tried = its parent."""
+        imgs = [self.image(vs=vs, lss=lss)]
+        for k in range(levels):
+            c = make_child(imgs[-1], seed=self.seed + 10 + k)
+            fill_every_state(c, tag="DIFF%d" % (k + 1), states=states)
+            imgs.append(c)
+        ch = Chain(imgs, names=names, dirs=dirs, locators=locators)
+        self.case.chain = ch
+        if build:
+            self.build(ch)
+        return ch
+
+    def build(self, ch):
+        ch.build(self.d)
+        self.case.files = list(ch.paths)
+        self.case.child = ch.paths[-1]
+        self.case.parent_tried = ch.paths[-2] if len(ch.paths) > 1 else None
+        return ch
+
+    def editor(self, k=-1):
+        ch = self.case.chain
+        return _Editor(ch.paths[k], ch.layouts[k])
+
+    def sb_entry_offset(self, lay, j=0):
+        return lay.bat_entry_offset(sb_bat_index(j, lay.chunk_ratio))
+
+
+def make_bad_chain(name, directory, depth_limit=DEFAULT_MAX_DEPTH, seed=4321):
+    """Build catalogue entry `name` into `directory` (created; should be empty).
+    -> ChainCase."""
+    entry = BAD_CHAINS[name]
+    os.makedirs(directory, exist_ok=True)
+    case = ChainCase(entry, directory, depth_limit)
+    entry.fn(_ChainCtx(case, seed))
+    return case
+
+
+# --- parents that cannot be found or used ---------------------------------------------------
+@_bc("parent_missing", REJECT, "parent-missing", "the parent file is gone (every locator "
+     "path names a file that does not exist)")
+def _(x):
+    ch = x.standard()
+    os.unlink(ch.paths[0])
+    x.case.files = ch.paths[1:]
+
+
+@_bc("grandparent_missing", REJECT, "parent-missing", "three files; the base is gone: the "
+     "middle file's parent is missing (a message names the middle file and the base path)")
+def _(x):
+    ch = x.standard(levels=2)
+    os.unlink(ch.paths[0])
+    x.case.files = ch.paths[1:]
+    x.case.parent_tried = ch.paths[0]
+
+
+@_bc("parent_not_vhdx", REJECT, "parent-invalid", "the parent path holds 8 MiB of raw data, "
+     "not a VHDX file")
+def _(x):
+    ch = x.standard()
+    with open(ch.paths[0], "wb") as f:
+        f.write(b"RAW DISK" * MiB)
+
+
+@_bc("parent_corrupt", REJECT, "parent-invalid", "both headers of the parent have bad "
+     "checksums")
+def _(x):
+    x.standard()
+    ed = x.editor(0)
+    for slot in (1, 2):
+        ed.write(HEADER_SLOTS[slot - 1] + 4, b"\xde\xad\xbe\xef")
+    ed.close()
+
+
+@_bc("parent_dirty_log_invalid", REJECT, "parent-invalid", "the parent's header carries a "
+     "LogGuid but its log holds no valid entry (the parent cannot be opened)")
+def _(x):
+    ch = x.standard(build=False)
+    ch.images[0].log().entry(writes=[(lambda L: L.bat_offset, bytes(4096))],
+                             corrupt_crc=True)
+    x.build(ch)
+
+
+# --- linkage -----------------------------------------------------------------------------
+@_bc("linkage_mismatch", REJECT, "linkage", "the parent was changed after the fork: its "
+     "DataWriteGuid no longer equals the child's parent_linkage (parent_linkage2 is the "
+     "zero GUID)")
+def _(x):
+    ch = x.standard(build=False)
+    x.build(ch)
+    ch.images[0].data_write_guid = ch.images[0]._uuid()
+    ch.images[0]._dirty()
+    ch.images[0].build(ch.paths[0])
+
+
+@_bc("linkage2_zero_parent_dwg_zero", REJECT, "linkage", "the parent's DataWriteGuid is the "
+     "zero GUID, parent_linkage is another GUID and parent_linkage2 is the zero GUID: a zero "
+     "parent_linkage2 must never match")
+def _(x):
+    ch = x.standard(build=False, locators={"linkage": uuid.UUID(int=0x1234)})
+    ch.images[0].data_write_guid = uuid.UUID(int=0)
+    ch.images[0]._dirty()
+    x.build(ch)
+
+
+@_bc("linkage2_matches", OK, None, "parent_linkage is stale but parent_linkage2 equals the "
+     "parent's DataWriteGuid (a merge in progress, spec footnote <12>)")
+def _(x):
+    x.standard(locators={"linkage": uuid.UUID(int=0x5678), "linkage2": "parent"})
+    x.case.linkage = "parent_linkage2"
+
+
+@_bc("linkage2_random", OK, None, "parent_linkage matches; parent_linkage2 is a non-zero "
+     "GUID that matches nothing")
+def _(x):
+    x.standard(locators={"linkage2": "random"})
+
+
+@_bc("linkage2_absent", OK, None, "no parent_linkage2 key")
+def _(x):
+    x.standard(locators={"linkage2": None})
+
+
+@_bc("linkage_upper_case", OK, None, "parent_linkage in upper case ({ABCD...}); GUID text "
+     "compares case-insensitively (libvhdi does not accept this form)")
+def _(x):
+    x.standard(locators={"linkage": "upper"})
+
+
+@_bc("linkage_no_braces", EITHER, None, "parent_linkage without braces (the spec shows "
+     "braces; the oracle accepts it)")
+def _(x):
+    x.standard(locators={"linkage": "bare"})
+
+
+@_bc("linkage_not_guid", REJECT, "locator", "parent_linkage is 'parent.vhdx', not GUID text")
+def _(x):
+    x.standard(locators={"linkage": "parent.vhdx"})
+    x.case.parent_tried = None
+
+
+# --- locator structure -------------------------------------------------------------------
+@_bc("locator_no_linkage", REJECT, "locator", "the locator has paths but no parent_linkage "
+     "(it MUST be present)")
+def _(x):
+    ch = x.standard(build=False)
+    ents = [e for e in ch.images[1].locator_entries if e[0] != "parent_linkage"]
+    ch.images[1].set_parent(None, entries=ents)
+    x.build(ch)
+    x.case.parent_tried = None
+
+
+@_bc("locator_no_paths", REJECT, "locator", "the locator has parent_linkage and "
+     "parent_linkage2 but none of relative_path, volume_path, absolute_win32_path")
+def _(x):
+    x.standard(locators={"relative": None, "volume": None, "absolute": None})
+    x.case.parent_tried = None
+
+
+@_bc("locator_empty", REJECT, "locator", "the locator has KeyValueCount 0")
+def _(x):
+    ch = x.standard(build=False)
+    ch.images[1].set_parent(None, entries=[])
+    x.build(ch)
+    x.case.parent_tried = None
+
+
+@_bc("locator_unknown_type", REJECT, "locator", "LocatorType is not the VHDX parent type")
+def _(x):
+    ch = x.standard(build=False)
+    ch.images[1].locator_type = uuid.UUID(int=0xABCDEF)
+    ch.images[1]._dirty()
+    x.build(ch)
+    x.case.parent_tried = None
+
+
+@_bc("locator_duplicate_key", REJECT, "locator", "relative_path appears twice (keys are "
+     "unique)")
+def _(x):
+    ch = x.standard(build=False)
+    ch.relink(1, extra=[("relative_path", ".\\other.vhdx")])
+    x.build(ch)
+    x.case.parent_tried = None
+
+
+# --- sizes -----------------------------------------------------------------------------------
+@_bc("sector_size_mismatch", REJECT, "sector-size", "4096-byte-sector child over a "
+     "512-byte-sector parent (linkage and virtual size match)")
+def _(x):
+    base = x.image(lss=512)
+    child = Image(base.virtual_size, block_size=MiB, logical_sector=4096, seed=x.seed + 1,
+                  has_parent=True)
+    stamp_sectors(child, "DIFF1", 0, MiB, partial=True)
+    x.case.chain = x.build(Chain([base, child]))
+
+
+@_bc("sector_size_mismatch_512_child", REJECT, "sector-size", "512-byte-sector child over a "
+     "4096-byte-sector parent")
+def _(x):
+    base = x.image(lss=4096)
+    child = Image(base.virtual_size, block_size=MiB, logical_sector=512, seed=x.seed + 1,
+                  has_parent=True)
+    stamp_sectors(child, "DIFF1", 0, MiB, partial=True)
+    x.case.chain = x.build(Chain([base, child]))
+
+
+@_bc("virtual_size_mismatch", REJECT, "virtual-size", "the child's virtual size is 2 MiB "
+     "larger than the parent's")
+def _(x):
+    base = x.image()
+    child = Image(base.virtual_size + 2 * MiB, block_size=MiB, seed=x.seed + 1,
+                  has_parent=True)
+    stamp_sectors(child, "DIFF1", 0, MiB, partial=True)
+    x.case.chain = x.build(Chain([base, child]))
+
+
+# --- cycles and depth ------------------------------------------------------------------------
+def _self_locator(dwg, name):
+    return [("parent_linkage", "{%s}" % dwg), ("relative_path", ".\\" + name),
+            ("parent_linkage2", ZERO_GUID_TEXT)]
+
+
+@_bc("cycle_self", REJECT, "cycle", "the child's locator names the child itself (its own "
+     "DataWriteGuid as parent_linkage)")
+def _(x):
+    img = Image(x.VS, block_size=MiB, seed=x.seed)
+    img.set_parent(None, entries=_self_locator(img.data_write_guid, "self.avhdx"))
+    stamp_sectors(img, "SELF", 0, MiB, partial=True)
+    p = os.path.join(x.d, "self.avhdx")
+    img.build(p)
+    x.case.child, x.case.files, x.case.parent_tried = p, [p], p
+
+
+@_bc("cycle_two", REJECT, "cycle", "a.avhdx -> b.avhdx -> a.avhdx, each linkage right")
+def _(x):
+    a = Image(x.VS, block_size=MiB, seed=x.seed)
+    b = Image(x.VS, block_size=MiB, seed=x.seed + 1)
+    a.set_parent(None, entries=_self_locator(b.data_write_guid, "b.avhdx"))
+    b.set_parent(None, entries=_self_locator(a.data_write_guid, "a.avhdx"))
+    stamp_sectors(a, "A", 0, MiB, partial=True)
+    stamp_sectors(b, "B", MiB, MiB, partial=True)
+    pa, pb = os.path.join(x.d, "a.avhdx"), os.path.join(x.d, "b.avhdx")
+    a.build(pa)
+    b.build(pb)
+    x.case.child, x.case.files, x.case.parent_tried = pa, [pa, pb], pa
+
+
+def _deep(x, nfiles):
+    base = x.image(vs=2 * MiB)
+    imgs = [base]
+    for k in range(1, nfiles):
+        imgs.append(make_child(imgs[-1], seed=x.seed + k))
+    stamp_sectors(imgs[-1], "TOP", 512, 1024, partial=True)
+    ch = Chain(imgs, names=["base.vhdx"] + ["d%03d.avhdx" % k for k in range(1, nfiles)],
+               locators={"volume": None, "absolute": None})
+    x.case.chain = ch
+    x.build(ch)
+    if nfiles > 200 and sys.getrecursionlimit() < 20 * nfiles:
+        sys.setrecursionlimit(20 * nfiles)          # model reads recurse once per level
+
+
+@_bc("depth_at_limit", OK, None, "a chain of exactly depth_limit files (the base and "
+     "depth_limit - 1 children, all but the top empty) opens")
+def _(x):
+    _deep(x, x.case.depth_limit)
+
+
+@_bc("depth_over_limit", REJECT, "depth", "a chain of depth_limit + 1 files: too deep")
+def _(x):
+    _deep(x, x.case.depth_limit + 1)
+    x.case.parent_tried = None
+
+
+# --- where the parent is found -----------------------------------------------------------
+@_bc("relative_missing_volume_path", OK, None, "relative_path names a missing file; "
+     "volume_path (\\\\?\\Volume{...}\\base.vhdx) finds the parent")
+def _(x):
+    x.standard(locators={"relative": ".\\gone.vhdx"})
+    x.case.via = "volume_path"
+
+
+@_bc("relative_missing_absolute_win32", OK, None, "relative_path names a missing file, no "
+     "volume_path; absolute_win32_path C:\\base.vhdx (Hyper-V form, no \\\\?\\) finds it")
+def _(x):
+    x.standard(locators={"relative": ".\\gone.vhdx", "volume": None})
+    x.case.via = "absolute_win32_path"
+
+
+@_bc("absolute_prefixed_only", OK, None, "only absolute_win32_path, as \\\\?\\C:\\base.vhdx")
+def _(x):
+    x.standard(locators={"relative": None, "volume": None, "absolute": "prefixed"})
+    x.case.via = "absolute_win32_path"
+
+
+@_bc("relative_updir", OK, None, "child in vm\\, parent in golden\\: relative_path "
+     "..\\golden\\base.vhdx (volume and absolute paths name a wrong place)")
+def _(x):
+    x.standard(dirs=["golden", "vm"], locators={"volume": "\\\\?\\Volume{%s}\\x\\base.vhdx"
+                                                % uuid.UUID(int=7), "absolute": "C:\\x\\base.vhdx"})
+
+
+@_bc("relative_plain_name", OK, None, "relative_path base.vhdx (no .\\ prefix)")
+def _(x):
+    x.standard(locators={"relative": "plain"})
+
+
+def _decoy(x, name):
+    """A valid VHDX at `name` whose DataWriteGuid matches nothing."""
+    d = x.image(tag="DECOY", seed=99)
+    p = os.path.join(x.d, name)
+    d.build(p)
+    x.case.files.append(p)
+    return p
+
+
+@_bc("relative_wins_over_absolute", OK, None, "relative_path finds the parent; "
+     "absolute_win32_path names another existing VHDX (a reader tries relative_path first)")
+def _(x):
+    x.standard(locators={"absolute": "C:\\decoy.vhdx", "volume": None})
+    _decoy(x, "decoy.vhdx")
+
+
+@_bc("relative_wrong_linkage_absolute_right", EITHER, "linkage", "relative_path names an "
+     "existing VHDX with another DataWriteGuid; absolute_win32_path names the right parent. "
+     "The oracle refuses (the first file found is the parent); a reader that goes on to the "
+     "next key must then read the right parent")
+def _(x):
+    x.standard(locators={"relative": ".\\decoy.vhdx", "volume": None})
+    x.case.parent_tried = _decoy(x, "decoy.vhdx")
+    x.case.via = "absolute_win32_path"          # (if a reader goes on past the decoy)
+
+
+# --- sector bitmaps in the child --------------------------------------------------------------
+_ONE_PARTIAL = ("not_present", "partial", "full", "zero", "not_present", "full", "unmapped",
+                "undefined")         # block 1 is the only PARTIALLY_PRESENT block
+
+
+@_bc("partial_without_sb", NO_SILENT, "bitmap", "a PARTIALLY_PRESENT block whose chunk's "
+     "sector-bitmap entry is SB_BLOCK_NOT_PRESENT (`check` must report it)")
+def _(x):
+    ch = x.standard(states=_ONE_PARTIAL)
+    ed = x.editor()
+    ed.put("<Q", x.sb_entry_offset(ch.layouts[-1]), SB_NOT_PRESENT)
+    ed.close()
+    x.case.affected = (MiB, MiB)
+    x.case.parent_tried = None
+
+
+def _sb_point_at(x, where):
+    ch = x.standard()
+    lay = ch.layouts[-1]
+    ed = x.editor()
+    ed.put("<Q", x.sb_entry_offset(lay), SB_PRESENT | where(lay, ed))
+    ed.close()
+    x.case.parent_tried = None
+
+
+@_bc("sb_overlaps_payload", REJECT, "overlap", "the sector-bitmap block is the child's "
+     "FULLY_PRESENT block")
+def _(x):
+    _sb_point_at(x, lambda L, e: min(b["file_offset"] for b in L.blocks.values()
+                                     if b["state"] == FULLY_PRESENT))
+
+
+@_bc("sb_overlaps_bat", REJECT, "overlap", "the sector-bitmap block is the BAT region")
+def _(x):
+    _sb_point_at(x, lambda L, e: L.bat_offset)
+
+
+@_bc("sb_overlaps_metadata", REJECT, "overlap", "the sector-bitmap block is the metadata "
+     "region")
+def _(x):
+    _sb_point_at(x, lambda L, e: L.metadata_offset)
+
+
+@_bc("sb_overlaps_log", REJECT, "overlap", "the sector-bitmap block is the log")
+def _(x):
+    _sb_point_at(x, lambda L, e: L.log_offset)
+
+
+@_bc("sb_in_header_section", REJECT, "overlap", "SB_BLOCK_PRESENT with FileOffsetMB 0")
+def _(x):
+    _sb_point_at(x, lambda L, e: 0)
+
+
+@_bc("sb_past_eof", NO_SILENT, "bitmap", "the sector-bitmap block lies 64 MiB past the end "
+     "of the child")
+def _(x):
+    ch = x.standard(states=_ONE_PARTIAL)
+    ed = x.editor()
+    ed.put("<Q", x.sb_entry_offset(ch.layouts[-1]),
+           SB_PRESENT | _align_up(ed.size(), MiB) + 64 * MiB)
+    ed.close()
+    x.case.affected = (MiB, MiB)
+    x.case.parent_tried = None
+
+
+@_bc("sb_state_reserved", REJECT, "bat", "the sector-bitmap entry has reserved state 1")
+def _(x):
+    ch = x.standard()
+    ed = x.editor()
+    p = x.sb_entry_offset(ch.layouts[-1])
+    ed.put("<Q", p, (ed.get("<Q", p) & ~7) | 1)
+    ed.close()
+    x.case.parent_tried = None
+
+
+@_bc("sb_duplicate_offset", REJECT, "overlap", "4 GiB + 2 MiB child, two chunks: both "
+     "sector-bitmap entries point at the same 1 MiB")
+def _(x):
+    vs = 4 * GiB + 2 * MiB
+    base = Image(vs, block_size=MiB, seed=x.seed)
+    stamp_sectors(base, "BASE", 0, MiB)
+    child = make_child(base)
+    stamp_sectors(child, "DIFF1", 512, 512, partial=True)
+    stamp_sectors(child, "DIFF1", 4 * GiB + 512, 512, partial=True)
+    ch = x.build(Chain([base, child]))
+    x.case.chain = ch
+    lay = ch.layouts[-1]
+    ed = x.editor()
+    ed.put("<Q", x.sb_entry_offset(lay, 1), ed.get("<Q", x.sb_entry_offset(lay, 0)))
+    ed.close()
+    x.case.parent_tried = None
+
+
+def _bits(x, block, value):
+    """Overwrite the child's bitmap bits of `block` with `value` (0x00 or 0xFF)."""
+    ch = x.case.chain
+    lay = ch.layouts[-1]
+    spb = lay.block_size // lay.logical_sector
+    ed = x.editor()
+    ed.write(lay.sb[block // lay.chunk_ratio]["file_offset"] +
+             (block % lay.chunk_ratio) * spb // 8, bytes([value]) * (spb // 8))
+    ed.close()
+
+
+@_bc("not_present_block_bits_set", OK, None, "every bitmap bit of a NOT_PRESENT block is "
+     "set: the block still reads from the parent (bits matter only for PARTIALLY_PRESENT)")
+def _(x):
+    x.standard()
+    _bits(x, EVERY_STATE.index("not_present"), 0xFF)
+
+
+@_bc("zero_block_bits_set", OK, None, "every bitmap bit of a ZERO block is set: it still "
+     "reads zeros")
+def _(x):
+    x.standard()
+    _bits(x, EVERY_STATE.index("zero"), 0xFF)
+
+
+@_bc("full_block_bits_clear", OK, None, "a FULLY_PRESENT block whose bitmap bits are all "
+     "clear (as written): it reads from the child, the bitmap is not consulted")
+def _(x):
+    x.standard()
+    _bits(x, EVERY_STATE.index("full"), 0x00)
+
+
+# --- dirty logs ------------------------------------------------------------------------------
+@_bc("parent_dirty_log", OK, None, "the parent has a dirty log that makes block 2 (NOT_PRESENT "
+     "in the child) FULLY_PRESENT with new data: the child reads the replayed parent "
+     "(replayed in memory; the parent file is not written)")
+def _(x):
+    ch = x.standard(build=False)
+    ch.images[0].log().set_block(EVERY_STATE.index("not_present"), data=b"REPLAYED" * 512)
+    x.build(ch)
+
+
+@_bc("child_dirty_log", OK, None, "the child has a dirty log that makes block 7 (NOT_PRESENT "
+     "in place) ZERO: after replay it reads zeros, not the parent")
+def _(x):
+    ch = x.standard(build=False, states=EVERY_STATE[:7] + ("not_present",))
+    ch.images[1].log().set_bat(7, ZERO)
+    x.build(ch)
+
+
+# ---------------------------------------------------------------------------------------------
 
 if __name__ == "__main__":
-    import sys
     if len(sys.argv) > 1 and sys.argv[1] == "list":
         for c in CORRUPTIONS.values():
             print("%-36s %-14s %s" % (c.name, c.outcome, c.description))
         print("%d corruptions" % len(CORRUPTIONS))
+    elif len(sys.argv) > 1 and sys.argv[1] == "chains":
+        for c in BAD_CHAINS.values():
+            print("%-38s %-14s %-15s %s" % (c.name, c.outcome, c.reason or "", c.description))
+        print("%d bad chains" % len(BAD_CHAINS))
     else:
         print(__doc__)
