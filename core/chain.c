@@ -7,8 +7,9 @@
  * and the host tool know no drive letters or volume GUIDs, so for the last two the path
  * after the volume is tried from the root of the child's own volume.  The parent's
  * DataWriteGuid must be parent_linkage (or a non-zero parent_linkage2), its logical
- * sectors the child's size.  The loop is iterative (no recursion: firmware stacks are
- * small), stops at VHDX_MAX_CHAIN_DEPTH, and refuses a file met twice (a cycle).
+ * sectors and its virtual disk the child's size.  The loop is iterative (no recursion:
+ * firmware stacks are small), stops at VHDX_MAX_CHAIN_FILES, and refuses a file met
+ * twice (a cycle).
  * Parents get smaller caches: a quarter of the child's, at least 16 KiB.
  */
 #include "chain.h"
@@ -145,6 +146,10 @@ static int open_parent(struct vhdx_disk *child, struct vhdx_disk *level, size_t 
     bool any_path = false;
     int rc;
 
+    /* The VHDX parent type is the only one there is (spec 2.6.2.6.1): another type names
+     * nothing we can open. */
+    if (!guid_equal(&level->locator.type, &GUID_LOCATOR_TYPE_VHDX))
+        return fail(child, VHDX_E_LOCATOR_KEY, 0, 0, "VHDX parent type (its type is unknown)");
     if (!linkage_text || !parse_guid(linkage_text, &linkage))
         return fail(child, VHDX_E_LOCATOR_KEY, 0, 0, "valid parent_linkage");
     mem_zero(&linkage2, sizeof linkage2);
@@ -196,6 +201,9 @@ static int open_parent(struct vhdx_disk *child, struct vhdx_disk *level, size_t 
     if (c->parent->geometry.logical_sector_size != level->geometry.logical_sector_size)
         return fail(child, VHDX_E_PARENT_SECTOR_SIZE, c->parent->geometry.logical_sector_size,
                     level->geometry.logical_sector_size, NULL);
+    if (c->parent->geometry.virtual_size != level->geometry.virtual_size)
+        return fail(child, VHDX_E_PARENT_SIZE, c->parent->geometry.virtual_size,
+                    level->geometry.virtual_size, NULL);
     message[0] = '\0';
     append(message, sizeof message, "parent found through %s: ", c->key);
     append(message, sizeof message, "'%s'", c->path);
@@ -252,8 +260,9 @@ static int open_parents(struct vhdx_disk *child, size_t cache_bytes)
     int rc;
 
     while (level->geometry.has_parent) {
-        if (++depth > VHDX_MAX_CHAIN_DEPTH)
-            return fail(child, VHDX_E_CHAIN_TOO_DEEP, VHDX_MAX_CHAIN_DEPTH, 0, NULL);
+        /* The files so far: the child and `depth` parents, one more coming. */
+        if (++depth >= VHDX_MAX_CHAIN_FILES)
+            return fail(child, VHDX_E_CHAIN_TOO_DEEP, VHDX_MAX_CHAIN_FILES, 0, NULL);
         cache_bytes = max_u64(cache_bytes / 4, PARENT_MIN_CACHE);
         rc = open_parent(child, level, cache_bytes);
         if (rc)

@@ -19,10 +19,6 @@
 #define FLAG_IS_VIRTUAL_DISK (1u << 1)
 #define FLAG_IS_REQUIRED     (1u << 2)
 
-static const struct vhdx_guid GUID_LOCATOR_TYPE_VHDX = { {
-    0xb7, 0xef, 0x4a, 0xb0, 0x9e, 0xd1, 0x81, 0x4a,
-    0xb7, 0x89, 0x25, 0xb8, 0xe9, 0x44, 0x59, 0x13 } };
-
 /* UTF-8 to UTF-16LE; returns the bytes written, or SIZE_MAX if `out` is too small. */
 static size_t utf8_to_utf16le(const char *in, uint8_t *out, size_t size)
 {

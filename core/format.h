@@ -63,5 +63,6 @@ extern const struct vhdx_guid GUID_VIRTUAL_DISK_ID;
 extern const struct vhdx_guid GUID_LOGICAL_SECTOR_SIZE;
 extern const struct vhdx_guid GUID_PHYSICAL_SECTOR_SIZE;
 extern const struct vhdx_guid GUID_PARENT_LOCATOR;
+extern const struct vhdx_guid GUID_LOCATOR_TYPE_VHDX;
 
 #endif

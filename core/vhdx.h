@@ -151,7 +151,9 @@ enum vhdx_error_part {
     X(PARENT_SECTOR_SIZE, CORRUPT, NONE,                                                     \
       "parent has %a-byte logical sectors, this disk %b-byte ones")                           \
     X(PARENT_CYCLE, CORRUPT, NONE, "the chain of parents loops back on itself at %s")         \
-    X(CHAIN_TOO_DEEP, UNSUPPORTED, NONE, "the chain has more than %a parents")               \
+    X(CHAIN_TOO_DEEP, UNSUPPORTED, NONE, "the chain has more than %a files")                 \
+    X(PARENT_SIZE, CORRUPT, NONE,                                                            \
+      "parent's virtual disk is %a bytes, this disk's %b: a child has its parent's size")    \
     X(BITMAP_MISSING, CORRUPT, BAT,                                                          \
       "BAT entry %a is PARTIALLY_PRESENT but chunk %b has no sector bitmap block")          \
     X(CREATE_EXISTS, ARGUMENT, NONE, "the file to create is not empty (%a bytes)")            \
@@ -241,8 +243,8 @@ struct vhdx_platform {
 #define VHDX_OPEN_CHECK    (1u << 1)  /* validate everything, report each problem */
 #define VHDX_OPEN_NO_PARENT (1u << 2) /* a differencing disk alone: no reads or writes */
 
-/* Differencing chains: at most this many parents below a child. */
-#define VHDX_MAX_CHAIN_DEPTH 256u
+/* Differencing chains: at most this many files, the child and its parents (as 7-Zip). */
+#define VHDX_MAX_CHAIN_FILES 256u
 
 /* Check mode reports this many problems of each structure in full, then a count. */
 #define VHDX_PROBLEMS_SHOWN 16u

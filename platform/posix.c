@@ -282,7 +282,9 @@ static int posix_open_sibling(void *context, const char *path, bool writable,
     if (!sibling)
         return VHDX_E_NOMEM;
     if (*p == '\\') {
-        if (!volume_root(file->name, sibling->path, sizeof sibling->path))
+        if (file->volume_root)
+            snprintf(sibling->path, sizeof sibling->path, "%s", file->volume_root);
+        else if (!volume_root(file->name, sibling->path, sizeof sibling->path))
             goto not_found;
     } else {
         snprintf(sibling->path, sizeof sibling->path, "%s", file->name);
@@ -304,6 +306,7 @@ static int posix_open_sibling(void *context, const char *path, bool writable,
     if (err)
         goto not_found;
     sibling->file.verbosity = file->verbosity;
+    sibling->file.volume_root = file->volume_root;
     platform->context = sibling;    /* the file is the sibling's first member */
     platform->close = posix_close;
     return VHDX_OK;

@@ -12,6 +12,8 @@ struct posix_file {
     const char *name;           /* for messages: "vhdx: NAME: ..." */
     bool writable;
     int verbosity;              /* 0: errors and warnings, 1: + info, 2: + debug */
+    const char *volume_root;    /* parents' paths from a volume's root start here
+                                   (NULL: the mount point holding this file) */
     unsigned long long reads, writes, flushes, zeroes, discards;   /* counters for tests and
                                                                  benchmarks */
 };

@@ -27,6 +27,8 @@ struct options {
     uint64_t cache_bytes;       /* --cache; 0: the core's default */
     uint64_t size, block_size, sector_size;     /* create: --size, --block-size, ... */
     const char *parent;         /* create: --parent */
+    const char *volume_root;    /* --volume-root: where parent paths from a volume's root
+                                   start (default: the mount point holding the image) */
 };
 
 /* Options, as bits of options.given. */
@@ -43,6 +45,7 @@ struct options {
 #define OPT_SECTOR_SIZE (1u << 10)
 #define OPT_FIXED     (1u << 11)
 #define OPT_PARENT    (1u << 12)
+#define OPT_VOLUME_ROOT (1u << 13)
 
 struct session {
     struct posix_file file;

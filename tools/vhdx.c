@@ -51,6 +51,9 @@ static const char usage_text[] =
     "                  connection and each refused request\n"
     "  --cache SIZE    metadata cache (default 1M: 256 BAT pages of 4K, each\n"
     "                  mapping 512 blocks); any command that opens the image\n"
+    "  --volume-root DIR  differencing parents named from the root of a Windows volume\n"
+    "                  (volume_path, absolute_win32_path) are looked for under DIR\n"
+    "                  (default: the mount point of the file system holding the image)\n"
     "  -h, --help      this text\n"
     "  --version       the version\n"
     "\n"
@@ -118,6 +121,7 @@ static const struct option_spec {
     { "--sector-size", OPT_SECTOR_SIZE, VALUE_NUMBER, offsetof(struct options, sector_size) },
     { "--fixed", OPT_FIXED, VALUE_NONE, 0 },
     { "--parent", OPT_PARENT, VALUE_TEXT, offsetof(struct options, parent) },
+    { "--volume-root", OPT_VOLUME_ROOT, VALUE_TEXT, offsetof(struct options, volume_root) },
 };
 
 /* The commands: which options each accepts and which it needs. */
@@ -126,15 +130,15 @@ static const struct command {
     int (*run)(const struct options *o);
     unsigned accepted, required;
 } command_table[] = {
-    { "info", cmd_info, OPT_JSON | OPT_CACHE, 0 },
-    { "cat", cmd_cat, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, 0 },
-    { "check", cmd_check, OPT_CACHE, 0 },
-    { "write", cmd_write, OPT_OFFSET | OPT_CACHE, OPT_OFFSET },
-    { "replay", cmd_replay, OPT_CACHE, 0 },
+    { "info", cmd_info, OPT_JSON | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
+    { "cat", cmd_cat, OPT_OFFSET | OPT_LENGTH | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
+    { "check", cmd_check, OPT_CACHE | OPT_VOLUME_ROOT, 0 },
+    { "write", cmd_write, OPT_OFFSET | OPT_CACHE | OPT_VOLUME_ROOT, OPT_OFFSET },
+    { "replay", cmd_replay, OPT_CACHE | OPT_VOLUME_ROOT, 0 },
     { "zero", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH },
     { "discard", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH },
-    { "map", cmd_map, OPT_JSON | OPT_CACHE, 0 },
-    { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE, 0 },
+    { "map", cmd_map, OPT_JSON | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
+    { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
     { "create", cmd_create, OPT_SIZE | OPT_BLOCK_SIZE | OPT_SECTOR_SIZE | OPT_FIXED | OPT_PARENT,
       0 },
 };
@@ -254,7 +258,7 @@ static bool chain_error(enum vhdx_error code)
     return code == VHDX_E_LOCATOR_KEY || code == VHDX_E_PARENT_NOT_FOUND ||
            code == VHDX_E_PARENT_OPEN || code == VHDX_E_PARENT_LINKAGE ||
            code == VHDX_E_PARENT_SECTOR_SIZE || code == VHDX_E_PARENT_CYCLE ||
-           code == VHDX_E_CHAIN_TOO_DEEP;
+           code == VHDX_E_CHAIN_TOO_DEEP || code == VHDX_E_PARENT_SIZE;
 }
 
 int open_image(struct session *s, const struct options *o, bool writable, unsigned flags)
@@ -269,6 +273,7 @@ int open_image(struct session *s, const struct options *o, bool writable, unsign
         return EXIT_USAGE;
     }
     s->file.verbosity = o->verbosity;
+    s->file.volume_root = o->volume_root;
     options.flags = flags | (writable ? VHDX_OPEN_WRITABLE : 0);
     options.cache_bytes = o->cache_bytes;
     rc = vhdx_open_with(&s->platform, &options, &s->disk, &diag);
@@ -607,6 +612,7 @@ static int cmd_check(const struct options *o)
         return EXIT_USAGE;
     }
     s.file.verbosity = o->verbosity;
+    s.file.volume_root = o->volume_root;
     options.flags = VHDX_OPEN_CHECK;
     options.cache_bytes = o->cache_bytes;
     rc = vhdx_open_with(&s.platform, &options, &s.disk, &diag);
