@@ -13,6 +13,10 @@ struct posix_file {
     bool writable;
     int verbosity;              /* 0: errors and warnings, 1: + info, 2: + debug */
     unsigned long long reads, writes, flushes;   /* counters for tests and benchmarks */
+    unsigned long long bytes_read, bytes_written;
+    /* What the core holds through allocate/release: now, at most, and at most asked for
+     * at once (a refused request counts), and blocks not released yet. */
+    unsigned long long alloc_current, alloc_peak, alloc_peak_requested, alloc_live;
 };
 
 /*

@@ -35,7 +35,8 @@ static const char usage_text[] =
     "  replay IMAGE                         replay a dirty log into the file\n"
     "\n"
     "Options:\n"
-    "  -v, --verbose   also say what opening did (log replay, fallbacks)\n"
+    "  -v, --verbose   also say what opening did (log replay, fallbacks) and what it\n"
+    "                  cost (the core's peak allocation, bytes read and written)\n"
     "  -h, --help      this text\n"
     "  --version       the version\n"
     "\n"
@@ -154,6 +155,22 @@ struct session {
     struct vhdx_disk *disk;
 };
 
+/*
+ * -v: what the core cost, for memory and work bounds (tests/hostile.test reads it).
+ * After the image is closed (or failed to open), so every release is counted.
+ */
+static void report_costs(const struct posix_file *file, const char *image)
+{
+    if (file->verbosity < 1)
+        return;
+    fprintf(stderr, "vhdx: %s: core peak allocation: %llu bytes (at most %llu asked for at "
+            "once; %llu blocks still allocated)\n", image, file->alloc_peak,
+            file->alloc_peak_requested, file->alloc_live);
+    fprintf(stderr, "vhdx: %s: file I/O: %llu bytes read in %llu calls, %llu bytes written in "
+            "%llu calls, %llu flushes\n", image, file->bytes_read, file->reads,
+            file->bytes_written, file->writes, file->flushes);
+}
+
 static int open_image(struct session *s, const struct options *o, bool writable,
                       unsigned flags)
 {
@@ -169,7 +186,9 @@ static int open_image(struct session *s, const struct options *o, bool writable,
     rc = vhdx_open(&s->platform, flags | (writable ? VHDX_OPEN_WRITABLE : 0), &s->disk, &diag);
     if (rc) {
         posix_file_close(&s->file);
-        return report(o->image, &diag);
+        rc = report(o->image, &diag);
+        report_costs(&s->file, o->image);
+        return rc;
     }
     return 0;
 }
@@ -182,6 +201,7 @@ static int close_image(struct session *s, const char *image)
     if (vhdx_close(s->disk, &diag))
         status = report(image, &diag);
     posix_file_close(&s->file);
+    report_costs(&s->file, image);
     return status;
 }
 
@@ -433,7 +453,9 @@ static int cmd_check(const struct options *o)
     rc = vhdx_open(&s.platform, VHDX_OPEN_CHECK, &s.disk, &diag);
     if (rc) {
         posix_file_close(&s.file);
-        return report(o->image, &diag);
+        rc = report(o->image, &diag);
+        report_costs(&s.file, o->image);
+        return rc;
     }
     vhdx_get_info(s.disk, &info);
     printf("%s: clean: %s, %" PRIu64 " bytes, %" PRIu64 " of %" PRIu64 " blocks present",
