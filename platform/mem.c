@@ -175,11 +175,8 @@ static uint8_t *page_for_write(struct mem_image *img, uint64_t page)
 
 static bool all_zero(const uint8_t *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (p[i])
-            return false;
-    }
-    return true;
+    /* Each byte equals the next and the first is zero (memcmp is the fast loop here). */
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
 static void image_read(const struct mem_image *img, uint64_t offset, uint8_t *out, size_t n)
@@ -470,11 +467,13 @@ static int mem_grow(void *context, uint64_t new_size)
     return e.result;
 }
 
-/* Each block the core gets is preceded by this, aligned for anything. */
+/* Each block the core gets is preceded by this, aligned for anything; the live ones
+ * form a list so a test that abandons an open can take them back. */
 union mem_block {
     struct {
         uint64_t size;
         uint64_t magic;
+        union mem_block *prev, *next;
     } h;
     max_align_t align;
 };
@@ -505,6 +504,11 @@ static void *mem_allocate(void *context, size_t size)
     }
     b->h.size = size;
     b->h.magic = BLOCK_MAGIC;
+    b->h.prev = NULL;
+    b->h.next = m->live_blocks;
+    if (b->h.next)
+        b->h.next->h.prev = b;
+    m->live_blocks = b;
     a->current += size;
     a->live++;
     if (a->peak < a->current)
@@ -525,9 +529,21 @@ static void mem_release(void *context, void *memory)
         abort();
     }
     b->h.magic = BLOCK_FREED;
+    if (b->h.prev)
+        b->h.prev->h.next = b->h.next;
+    else
+        m->live_blocks = b->h.next;
+    if (b->h.next)
+        b->h.next->h.prev = b->h.prev;
     m->alloc.current -= b->h.size;
     m->alloc.live--;
     free(b);
+}
+
+void mem_file_release_all(struct mem_file *file)
+{
+    while (file->live_blocks)
+        mem_release(file, (union mem_block *)file->live_blocks + 1);
 }
 
 static void mem_log(void *context, enum vhdx_log_level level, const char *message)

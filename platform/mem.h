@@ -112,6 +112,7 @@ struct mem_file {
     bool read_only;             /* media that refuses writes (VHDX_PLATFORM_READ_ONLY) */
     struct mem_counters count;
     struct mem_allocations alloc;
+    void *live_blocks;          /* what the core holds (see mem_file_release_all) */
     struct mem_faults fault;
 
     /* Called for every read, write, flush and grow (may be NULL). */
@@ -143,6 +144,9 @@ void mem_file_platform(struct mem_file *file, struct vhdx_platform *platform);
 /* A second file with the same contents (shared until written) and settings (quiet,
  * read_only, random_state, fill); counters, faults, limits and hook start afresh. */
 void mem_file_clone(struct mem_file *copy, const struct mem_file *file);
+/* Release every block the core still holds: for a test that abandoned an open midway
+ * (longjmp out of a callback), never after a normal close. */
+void mem_file_release_all(struct mem_file *file);
 /* Zero the counters and the allocation high-water marks (peak = current). */
 void mem_file_reset_counters(struct mem_file *file);
 /* What grow() adds reads as `fill` from now on (holes that read as zeros keep doing so). */

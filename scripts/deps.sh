@@ -7,6 +7,11 @@ set -eu
 PACKAGES="build-essential gnu-efi qemu-utils qemu-system-x86 ovmf python3 python3-libvhdi
 libvhdi-utils mtools dosfstools gdisk bzip2 e2fsprogs
 grub-common grub-efi-amd64-bin systemd-boot-efi busybox-static"
+# `scripts/deps.sh fuzz` (make fuzz, make fuzz-coverage): clang's libFuzzer and sanitizer
+# runtimes (libclang-rt-14-dev) and llvm-profdata/llvm-cov (llvm).  Not needed by check.
+if [ "${1:-}" = fuzz ]; then
+    PACKAGES="clang libclang-rt-14-dev llvm qemu-utils python3"
+fi
 
 missing=""
 for pkg in $PACKAGES; do
