@@ -153,7 +153,10 @@ static void run_path(const char *prefix, const char *path)
     while (dir && (e = readdir(dir))) {
         char full[4096];
 
-        if (e->d_name[0] == '.')
+        size_t n = strlen(e->d_name);
+
+        /* Hidden files and notes (README.md) are not inputs. */
+        if (e->d_name[0] == '.' || (n > 3 && !strcmp(e->d_name + n - 3, ".md")))
             continue;
         snprintf(full, sizeof full, "%s/%s", path, e->d_name);
         names = realloc(names, (count + 1) * sizeof *names);

@@ -50,7 +50,8 @@ enum bound_id {
     B_READ_PER_FILE_BYTE,
     B_CRC_BASE,                 /* bytes checksummed per open: base + factor x log length */
     B_CRC_PER_LOG_BYTE,
-    B_COMPARE_BASE,             /* bytes compared (mem_equal) per open: base + factor x read */
+    B_COMPARE_BASE,             /* bytes compared (lengths asked of mem_equal, an upper
+                                   bound) per open: base + factor x bytes read */
     B_COMPARE_PER_READ_BYTE,
     B_PROBLEMS,                 /* problem messages of one check-mode open */
     B_OPEN_WRITE_BASE,          /* bytes a writable open writes: base + log length + file */
@@ -533,8 +534,16 @@ static void read_only_open(const struct mem_file *file, unsigned flags, uint32_t
         return;
     }
     r->rc = vhdx_open(&p, flags, &disk, &r->diag);
+    describe(&r->diag);             /* every message renders (what the tool prints) */
     if (r->rc == VHDX_OK) {
         vhdx_get_info(disk, &r->info);
+        for (uint32_t i = 0; i < r->info.parent_locator_entries; i++) {
+            const char *key, *value;
+
+            if (vhdx_parent_locator_entry(disk, i, &key, &value) != VHDX_OK)
+                violation(I_CALL_FAILED, NULL, "%s: parent locator entry %u of %u", what, i,
+                          r->info.parent_locator_entries);
+        }
         if (plan_from)
             r->samples = *plan_from;
         else
@@ -815,7 +824,8 @@ static void run_workload(struct vhdx_disk *disk, struct workload *wl, const stru
         }
         w->acknowledged = true;
         wl->acknowledged = wl->issued;
-        if (rng() % 3 == 0) {
+        /* Flush now and then, and like the firmware whenever blocks were allocated. */
+        if (rng() % 3 == 0 || (vhdx_allocation_pending(disk) && rng() % 2)) {
             if (trace)
                 fprintf(stderr, "trace: vhdx_flush\n");
             wl->flush_calls++;
@@ -898,6 +908,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hook.in_open = true;
     rc = vhdx_open(&p, VHDX_OPEN_WRITABLE, &disk, &diag);
     hook.in_open = false;
+    describe(&diag);
     open_injected = w.count.injected;
     faulted = open_injected > 0;
     open_written = w.count.bytes_written;
