@@ -893,8 +893,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (check.rc == VHDX_OK && ro.rc != VHDX_OK)
         violation(I_CHECK_BUT_NO_OPEN, NULL, "check passes, open fails: %s", describe(&ro.diag));
     if (check.rc == VHDX_OK && ro.rc == VHDX_OK && samples_differ(&ro.samples, &check.samples) >= 0)
-        violation(I_CHECK_READS_DIFFER, NULL, "sample %d", samples_differ(&ro.samples,
-                                                                          &check.samples));
+        violation(I_CHECK_READS_DIFFER, NULL, "sample %d reads differently in check mode",
+                  samples_differ(&ro.samples, &check.samples));
 
     /* The writable open (replay in place), with the fault armed. */
     mem_file_clone(&w, &base);
@@ -939,14 +939,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                       (unsigned long long)size_after_open,
                       (unsigned long long)geometry_max(&info, base.image.size));
         if (ro.rc == VHDX_OK && !w.count.injected) {
+            int k;
+
             in_place = ro.samples;
             samples_read(&in_place, disk, info.logical_sector_size);
-            if (samples_differ(&ro.samples, &in_place) >= 0 && !w.count.injected)
+            k = samples_differ(&ro.samples, &in_place);
+            if (k >= 0)
                 violation(I_REPLAY_DIFFERS, NULL, "sample %d (sectors %llu+%llu) reads "
-                          "differently after the in-place replay", samples_differ(&ro.samples,
-                          &in_place), (unsigned long long)in_place.sector[samples_differ(
-                          &ro.samples, &in_place)], (unsigned long long)in_place.count[
-                          samples_differ(&ro.samples, &in_place)]);
+                          "differently after the in-place replay", k,
+                          (unsigned long long)in_place.sector[k],
+                          (unsigned long long)in_place.count[k]);
         }
         workload_plan(&wl, &info, plan.writes, plan.seed);
         cost_start(&w, &cost);
@@ -979,11 +981,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* After the writes (or the fault): the file opens; what was flushed is there. */
     if (ro.rc == VHDX_OK) {
-        if (current_header(&w, header))
-            log_length = get_le(header + 68, 4);
         /* A check-clean image stays check-clean; one that opened still opens. */
         unsigned again = check.rc == VHDX_OK ? VHDX_OPEN_CHECK : 0;
 
+        if (current_header(&w, header))
+            log_length = get_le(header + 68, 4);
         read_only_open(&w, again, plan.seed, &ro.samples, &after, log_length,
                        "open after the writes");
         if (after.rc != VHDX_OK)
