@@ -32,13 +32,14 @@ UNIT_BIN   = $(patsubst tests/c/%.c,$(BUILD)/san/tests/%,$(UNIT_SRC))
 BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all build host check bench deps deps-build clean freestanding run sign
+.PHONY: all build host check bench deps deps-build clean freestanding run sign fuzz \
+        fuzz-coverage
 # Packages first, then the build (not as parallel prerequisites: `make -j` would build
 # before the packages are there).
 all: deps-build
 	@$(MAKE) --no-print-directory build
 build: host firmware
-host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN)
+host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN) $(BUILD)/san/fuzz_corpus
 
 $(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR) $(TOOL_HDR)
 	@mkdir -p $(dir $@)
@@ -59,6 +60,48 @@ $(BUILD)/san/vhdx: $(SAN_OBJ) $(patsubst %.c,$(BUILD)/san/%.o,$(TOOL_SRC))
 $(BUILD)/san/tests/%: tests/c/%.c $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_CFLAGS) -Itests/c $< $(SAN_OBJ) $(SAN_LDFLAGS) -o $@
+
+# The fuzz target (tests/fuzz/fuzz_vhdx.c) over the in-memory platform.  --wrap lets it
+# count the core's checksummed and compared bytes (its work bounds) without touching core/.
+FUZZ_SRC   := tests/fuzz/fuzz_vhdx.c
+FUZZ_WRAP  := -Wl,--wrap=vhdx_crc32c,--wrap=crc_with_zero_field,--wrap=mem_equal
+FUZZ_CORE  := $(CORE_SRC) platform/mem.c
+
+# Without libFuzzer: runs corpus files (make check's regression pass, tests/fuzz_corpus.test).
+$(BUILD)/san/fuzz_corpus: tests/fuzz/corpus_main.c $(FUZZ_SRC) $(SAN_OBJ)
+	$(CC) $(SAN_CFLAGS) tests/fuzz/corpus_main.c $(FUZZ_SRC) $(SAN_OBJ) $(SAN_LDFLAGS) \
+	    $(FUZZ_WRAP) -o $@
+
+# With libFuzzer (clang): `make fuzz SECONDS=N` fuzzes for N seconds (not part of check);
+# `make fuzz-coverage` measures core/ coverage of the corpus (llvm-cov, a separate build).
+# Only core/ gets libFuzzer's coverage instrumentation: the harness and the in-memory
+# platform would be noise in its feedback, and their loops would cost half the time.
+FUZZ_CC    := clang
+FUZZ_FLAGS := -std=c11 -g -O1 $(WARN) $(HOST_INC) -D_GNU_SOURCE -fno-omit-frame-pointer \
+              -fno-sanitize-recover=all
+FUZZ_SAN   := -fsanitize=address,undefined
+$(BUILD)/fuzz/obj/core/%.o: core/%.c $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c $< -o $@
+$(BUILD)/fuzz/obj/%.o: %.c $(CORE_HDR) $(PLAT_HDR)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_SAN) -c $< -o $@
+$(BUILD)/fuzz/fuzz_vhdx: $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(FUZZ_SRC) $(FUZZ_CORE))
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer $^ $(FUZZ_WRAP) -o $@
+$(BUILD)/cov/fuzz_corpus: tests/fuzz/corpus_main.c $(FUZZ_SRC) $(FUZZ_CORE) $(CORE_HDR) $(PLAT_HDR)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fprofile-instr-generate -fcoverage-mapping \
+	    tests/fuzz/corpus_main.c $(FUZZ_SRC) $(FUZZ_CORE) $(FUZZ_WRAP) -o $@
+
+SECONDS ?= 300
+fuzz:
+	@./scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory $(BUILD)/fuzz/fuzz_vhdx $(BUILD)/san/fuzz_corpus
+	@BUILD=$(abspath $(BUILD)) ./tests/fuzz/run.sh fuzz $(SECONDS)
+fuzz-coverage:
+	@./scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory $(BUILD)/cov/fuzz_corpus
+	@BUILD=$(abspath $(BUILD)) ./tests/fuzz/run.sh coverage
 
 # Firmware (gnu-efi): efi/efi.mk defines the `firmware` target and build/efi/*.efi.
 -include efi/efi.mk

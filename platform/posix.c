@@ -27,6 +27,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -52,6 +54,7 @@ static int posix_read(void *context, uint64_t offset, void *buffer, size_t lengt
         p += n;
         offset += (uint64_t)n;
         length -= (size_t)n;
+        file->bytes_read += (uint64_t)n;
     }
     return VHDX_OK;
 }
@@ -76,6 +79,7 @@ static int posix_write(void *context, uint64_t offset, const void *buffer, size_
         p += n;
         offset += (uint64_t)n;
         length -= (size_t)n;
+        file->bytes_written += (uint64_t)n;
     }
     /* Large writes: start writeback now, so the next flush has less left to wait for. */
     if (written >= WRITE_BEHIND_MIN)
@@ -152,16 +156,40 @@ static int posix_discard(void *context, uint64_t offset, uint64_t length)
     return VHDX_E_IO;
 }
 
+/* Each block carries its size in front, so release can keep the count (vhdx -v shows the
+ * high-water mark: memory bounds are asserted on it). */
+union block_header {
+    size_t size;
+    max_align_t align;
+};
+
 static void *posix_allocate(void *context, size_t size)
 {
-    (void)context;
-    return malloc(size);
+    struct posix_file *file = context;
+    union block_header *b;
+
+    if (file->alloc_peak_requested < file->alloc_current + size)
+        file->alloc_peak_requested = file->alloc_current + size;
+    if (size > SIZE_MAX - sizeof *b || !(b = malloc(sizeof *b + size)))
+        return NULL;
+    b->size = size;
+    file->alloc_current += size;
+    file->alloc_live++;
+    if (file->alloc_peak < file->alloc_current)
+        file->alloc_peak = file->alloc_current;
+    return b + 1;
 }
 
 static void posix_release(void *context, void *memory)
 {
-    (void)context;
-    free(memory);
+    struct posix_file *file = context;
+    union block_header *b = (union block_header *)memory - 1;
+
+    if (!memory)
+        return;
+    file->alloc_current -= b->size;
+    file->alloc_live--;
+    free(b);
 }
 
 static void posix_log(void *context, enum vhdx_log_level level, const char *message)

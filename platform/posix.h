@@ -14,8 +14,12 @@ struct posix_file {
     int verbosity;              /* 0: errors and warnings, 1: + info, 2: + debug */
     const char *volume_root;    /* parents' paths from a volume's root start here
                                    (NULL: the mount point holding this file) */
-    unsigned long long reads, writes, flushes, zeroes, discards;   /* counters for tests and
-                                                                 benchmarks */
+    /* Counters for tests and benchmarks. */
+    unsigned long long reads, writes, flushes, zeroes, discards;
+    unsigned long long bytes_read, bytes_written;
+    /* What the core holds through allocate/release: now, at most, and at most asked for
+     * at once (a refused request counts), and blocks not released yet. */
+    unsigned long long alloc_current, alloc_peak, alloc_peak_requested, alloc_live;
 };
 
 /*

@@ -3,6 +3,7 @@
 #
 #   scripts/deps.sh build   what `make` needs: a C toolchain and gnu-efi
 #   scripts/deps.sh [all]   that, plus what `make check`, `make bench` and `make run` need
+#   scripts/deps.sh fuzz    what `make fuzz` needs (clang's libFuzzer, llvm-cov)
 #
 # Safe to run again (it does nothing when everything is present).  Needs root (or sudo)
 # only when something must be installed; without them it names what is missing and
@@ -13,11 +14,15 @@ BUILD_PACKAGES="build-essential gnu-efi"
 TEST_PACKAGES="qemu-utils qemu-system-x86 ovmf python3 python3-libvhdi libvhdi-utils mtools
 dosfstools gdisk bzip2 e2fsprogs grub-common grub-efi-amd64-bin systemd-boot-efi
 busybox-static sbsigntool openssl libnbd-bin python3-libnbd 7zip"
+# make fuzz, make fuzz-coverage: clang's libFuzzer and sanitizer runtimes
+# (libclang-rt-14-dev) and llvm-profdata/llvm-cov (llvm).  Not needed by make check.
+FUZZ_PACKAGES="clang libclang-rt-14-dev llvm qemu-utils python3"
 
 case "${1:-all}" in
 build) PACKAGES=$BUILD_PACKAGES ;;
 all) PACKAGES="$BUILD_PACKAGES $TEST_PACKAGES" ;;
-*) echo "usage: scripts/deps.sh [build|all]" >&2; exit 2 ;;
+fuzz) PACKAGES="$BUILD_PACKAGES $FUZZ_PACKAGES" ;;
+*) echo "usage: scripts/deps.sh [build|all|fuzz]" >&2; exit 2 ;;
 esac
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

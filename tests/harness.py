@@ -362,3 +362,85 @@ def inner_vhdx(name, partitions, keep_raw=False):
     if not keep_raw:
         os.unlink(raw)
     return p, offsets
+
+
+# ---- Bounded runs of the tool (tests/hostile.test) -----------------------------------------
+
+# The sanitized tool under guards, so a hostile image cannot take the machine with it: the
+# allocator refuses one allocation over 512 MiB and everything once the process holds
+# 1 GiB (the core then fails "out of memory"; `vhdx -v` still reports what it asked for).
+GUARDED_ASAN = "allocator_may_return_null=1:max_allocation_size_mb=512:" \
+               "soft_rss_limit_mb=1024:detect_leaks=1"
+
+
+def run_guarded(args, cpu_seconds=20, max_file_size=None, stdout_path=None, max_output=None):
+    """Run the sanitized tool with a CPU-time limit (a hang guard, not a timing: the
+    process is killed past it) and, if given, a file-size limit (RLIMIT_FSIZE: writes and
+    grows past it fail with EFBIG).  stdout goes to `stdout_path`, or is read; with
+    `max_output`, the process is killed once stdout and stderr together pass that many
+    bytes (only the line count and the last 64 KiB of stderr are kept then).
+    -> dict: rc, out (bytes), lines (of stdout and stderr), err, killed ('cpu', 'output'
+    or None)."""
+    import resource
+    import signal
+    import threading
+
+    def limits():
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        if max_file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+
+    env = dict(os.environ, ASAN_OPTIONS=GUARDED_ASAN)
+    out = open(stdout_path, "wb") if stdout_path else subprocess.PIPE
+    p = subprocess.Popen([VHDX, *[str(a) for a in args]], stdout=out, stderr=subprocess.PIPE,
+                         preexec_fn=limits, env=env)
+    state = {"bytes": 0, "lines": 0, "killed": None, "out": bytearray(), "err": bytearray()}
+    lock = threading.Lock()
+
+    def drain(pipe, key):
+        while True:
+            chunk = pipe.read(1 << 16)
+            if not chunk:
+                return
+            with lock:
+                state["bytes"] += len(chunk)
+                state["lines"] += chunk.count(b"\n")
+                if max_output is None or key == "err":
+                    state[key] += chunk
+                    if max_output is not None and len(state[key]) > 1 << 16:
+                        del state[key][:-(1 << 16)]
+                if max_output is not None and state["bytes"] > max_output and \
+                        not state["killed"]:
+                    state["killed"] = "output"
+                    p.kill()
+
+    threads = [threading.Thread(target=drain, args=(p.stderr, "err"))]
+    if stdout_path is None:
+        threads.append(threading.Thread(target=drain, args=(p.stdout, "out")))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rc = p.wait()
+    if stdout_path:
+        out.close()
+    killed = state["killed"]
+    if killed is None and rc in (-signal.SIGXCPU, -signal.SIGKILL):
+        killed = "cpu"
+    return {"rc": rc, "out": bytes(state["out"]), "lines": state["lines"],
+            "err": state["err"].decode(errors="replace"), "killed": killed}
+
+
+def costs(err):
+    """What `vhdx -v` reported: peak (bytes held at most), asked (at most asked for at once,
+    refused requests included), read, written (bytes)."""
+    import re
+    c = {}
+    m = re.search(r"core peak allocation: (\d+) bytes \(at most (\d+) asked", err)
+    if m:
+        c["peak"], c["asked"] = int(m.group(1)), int(m.group(2))
+    m = re.search(r"file I/O: (\d+) bytes read in \d+ calls, (\d+) bytes written", err)
+    if m:
+        c["read"], c["written"] = int(m.group(1)), int(m.group(2))
+    return c

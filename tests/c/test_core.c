@@ -12,10 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "memfile.h"
+#include "mem.h"
 #include "vhdx.h"
 
 static int failures;
+static int leaks;                   /* opens that left platform allocations behind */
 
 static void check(bool ok, const char *name, const char *fmt, ...)
 {
@@ -182,27 +183,50 @@ static void seal_header(uint8_t *h)
     put32(h + 4, vhdx_crc32c(0, h, 4096));
 }
 
-static int open_mem(struct memfile *m, struct vhdx_disk **disk, struct vhdx_diag *diag)
+static int open_mem(struct mem_file *m, struct vhdx_disk **disk, struct vhdx_diag *diag)
 {
     struct vhdx_platform p;
+    int rc;
 
-    memfile_platform(m, &p);
+    mem_file_platform(m, &p);
     m->quiet = true;
-    return vhdx_open(&p, 0, disk, diag);
+    rc = vhdx_open(&p, 0, disk, diag);
+    if (rc && m->alloc.live)
+        leaks++;
+    return rc;
 }
 
-static void expect_header(const struct memfile *base, const char *name,
+static void close_mem(struct mem_file *m, struct vhdx_disk *disk)
+{
+    vhdx_close(disk, NULL);
+    if (m->alloc.live)
+        leaks++;
+}
+
+/* Edit the header section (the first 1 MiB) of a file in place. */
+static void edit_header_section(struct mem_file *m, void (*edit)(uint8_t *file))
+{
+    static uint8_t section[1 << 20];
+
+    mem_file_peek(m, 0, section, sizeof section);
+    edit(section);
+    mem_file_poke(m, 0, section, sizeof section);
+}
+
+static void expect_header(const struct mem_file *base, const char *name,
                           void (*edit)(uint8_t *file), int want_rc, unsigned want_slot,
                           bool want_warning)
 {
-    struct memfile m;
+    struct mem_file m;
+    struct mem_image before;
     struct vhdx_disk *disk;
     struct vhdx_diag diag;
     struct vhdx_info info;
     int rc;
 
-    memfile_copy(&m, base);
-    edit(m.data);
+    mem_file_clone(&m, base);
+    edit_header_section(&m, edit);
+    mem_snapshot(&m, &before);
     rc = open_mem(&m, &disk, &diag);
     if (rc != want_rc) {
         char text[256];
@@ -212,18 +236,21 @@ static void expect_header(const struct memfile *base, const char *name,
     } else if (rc == VHDX_OK) {
         vhdx_get_info(disk, &info);
         check(info.header_slot == want_slot && (m.warnings > 0) == want_warning, name,
-              "slot %u (want %u), warnings %u", info.header_slot, want_slot, m.warnings);
-        vhdx_close(disk, NULL);
+              "slot %u (want %u), warnings %llu", info.header_slot, want_slot,
+              (unsigned long long)m.warnings);
+        close_mem(&m, disk);
     } else {
         check(true, name, "");
     }
-    if (m.writes || m.flushes) {
+    if (m.count.writes || m.count.flushes || !mem_image_same(&m.image, &before, NULL)) {
         char wrote[96];
 
         snprintf(wrote, sizeof wrote, "%s_no_write", name);
-        check(false, wrote, "%u writes, %u flushes on a read-only open", m.writes, m.flushes);
+        check(false, wrote, "%llu writes, %llu flushes on a read-only open",
+              (unsigned long long)m.count.writes, (unsigned long long)m.count.flushes);
     }
-    memfile_free(&m);
+    mem_image_release(&before);
+    mem_file_free(&m);
 }
 
 static void edit_none(uint8_t *f) { (void)f; }
@@ -285,7 +312,7 @@ static void edit_sequence_max(uint8_t *f)
     seal_header(f + H2);
 }
 
-static void test_headers(const struct memfile *base)
+static void test_headers(const struct mem_file *base)
 {
     expect_header(base, "header_newer_slot_1", edit_h1_newer, VHDX_OK, 1, false);
     expect_header(base, "header_newer_slot_2", edit_h2_newer, VHDX_OK, 2, false);
@@ -305,12 +332,15 @@ static void test_headers(const struct memfile *base)
 
 /* ---- Block states (spec 2.5.1.1) ------------------------------------------------------ */
 
-static void set_entry(struct memfile *m, uint64_t bat_offset, uint64_t index, uint64_t value)
+static void set_entry(struct mem_file *m, uint64_t bat_offset, uint64_t index, uint64_t value)
 {
-    put64(m->data + bat_offset + 8 * index, value);
+    uint8_t raw[8];
+
+    put64(raw, value);
+    mem_file_poke(m, bat_offset + 8 * index, raw, sizeof raw);
 }
 
-static void test_block_states(const struct memfile *base)
+static void test_block_states(const struct mem_file *base)
 {
     static const struct {
         const char *name;
@@ -327,28 +357,29 @@ static void test_block_states(const struct memfile *base)
         { "state_fully_present_reads_data", 6, VHDX_OK, false },
         { "state_partially_present_refused_in_dynamic", 7, VHDX_E_BAT_STATE, false },
     };
-    struct memfile m;
+    struct mem_file m;
     struct vhdx_disk *disk;
     struct vhdx_diag diag;
     struct vhdx_info info;
-    uint8_t *expect = malloc(1 << 20), *got = malloc(1 << 20);
+    uint8_t *expect = malloc(1 << 20), *got = malloc(1 << 20), raw[8];
     uint64_t entry;
 
-    memfile_copy(&m, base);
+    mem_file_clone(&m, base);
     if (open_mem(&m, &disk, &diag)) {
         check(false, "block_states_setup", "base image does not open");
         return;
     }
     vhdx_get_info(disk, &info);
     vhdx_read(disk, 0, 2048, expect);   /* block 0 as qemu wrote it */
-    vhdx_close(disk, NULL);
-    entry = get64(m.data + info.bat_offset);
-    memfile_free(&m);
+    close_mem(&m, disk);
+    mem_file_peek(&m, info.bat_offset, raw, sizeof raw);
+    entry = get64(raw);
+    mem_file_free(&m);
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc;
 
-        memfile_copy(&m, base);
+        mem_file_clone(&m, base);
         /* Keep block 0's file offset in the entry: a stale pointer for the zero states. */
         set_entry(&m, info.bat_offset, 0, (entry & ~7ull) | cases[i].state);
         rc = open_mem(&m, &disk, &diag);
@@ -362,11 +393,11 @@ static void test_block_states(const struct memfile *base)
                 zero = got[k] == 0;
             check(rc == 0 && (cases[i].reads_zero ? zero : !memcmp(got, expect, 1 << 20)),
                   cases[i].name, "read rc %d, zero %d", rc, zero);
-            vhdx_close(disk, NULL);
+            close_mem(&m, disk);
         } else {
             check(true, cases[i].name, "");
         }
-        memfile_free(&m);
+        mem_file_free(&m);
     }
     free(expect);
     free(got);
@@ -374,37 +405,37 @@ static void test_block_states(const struct memfile *base)
 
 /* ---- Read coalescing ----------------------------------------------------------------- */
 
-static void test_coalescing(const struct memfile *base)
+static void test_coalescing(const struct mem_file *base)
 {
-    struct memfile m;
+    struct mem_file m;
     struct vhdx_disk *disk;
     struct vhdx_diag diag;
     uint8_t *buf = malloc(4 << 20);
-    unsigned before;
+    uint64_t before;
 
-    memfile_copy(&m, base);
+    mem_file_clone(&m, base);
     if (open_mem(&m, &disk, &diag)) {
         check(false, "coalesce_setup", "base image does not open");
         return;
     }
-    before = m.reads;
+    before = m.count.reads;
     vhdx_read(disk, 0, 2048, buf);
-    check(m.reads - before == 1, "read_1MiB_in_block_is_one_platform_read", "%u reads",
-          m.reads - before);
-    before = m.reads;
+    check(m.count.reads - before == 1, "read_1MiB_in_block_is_one_platform_read", "%llu reads",
+          (unsigned long long)(m.count.reads - before));
+    before = m.count.reads;
     vhdx_read(disk, 1, 1, buf);
-    check(m.reads - before == 1, "read_one_sector_is_one_platform_read", "%u reads",
-          m.reads - before);
-    before = m.reads;
+    check(m.count.reads - before == 1, "read_one_sector_is_one_platform_read", "%llu reads",
+          (unsigned long long)(m.count.reads - before));
+    before = m.count.reads;
     vhdx_read(disk, 0, 8192, buf);
     /* qemu places blocks 0..3 back to back when written in order: one read or a few. */
-    check(m.reads - before <= 4, "read_4MiB_over_4_blocks_at_most_4_reads", "%u reads",
-          m.reads - before);
+    check(m.count.reads - before <= 4, "read_4MiB_over_4_blocks_at_most_4_reads", "%llu reads",
+          (unsigned long long)(m.count.reads - before));
     check(vhdx_read(disk, 0, 0, NULL) == VHDX_OK, "read_zero_sectors_ok", "");
     check(vhdx_read(disk, UINT64_MAX, 2, buf) == VHDX_E_RANGE, "read_overflowing_range_refused",
           "");
-    vhdx_close(disk, NULL);
-    memfile_free(&m);
+    close_mem(&m, disk);
+    mem_file_free(&m);
     free(buf);
 }
 
@@ -437,19 +468,24 @@ static void test_messages(void)
 
 int main(int argc, char **argv)
 {
-    struct memfile base;
+    struct mem_file base;
 
     if (argc != 2) {
         fprintf(stderr, "usage: test_core IMAGE\n");
         return 2;
     }
-    memfile_load(&base, argv[1]);
+    if (mem_file_load(&base, argv[1])) {
+        fprintf(stderr, "cannot read %s\n", argv[1]);
+        return 2;
+    }
     test_crc();
     test_bat_geometry();
     test_headers(&base);
     test_block_states(&base);
     test_coalescing(&base);
     test_messages();
-    memfile_free(&base);
+    check(leaks == 0, "no_allocation_survives_a_close_or_a_failed_open",
+          "%d opens or closes left platform allocations behind", leaks);
+    mem_file_free(&base);
     return failures ? 1 : 0;
 }

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "vhdx.h"
 
 #define SECTOR 512u
@@ -55,11 +56,11 @@ struct op {
     int writes_started;             /* vhdx_write calls started before this op (incl. current) */
 };
 
+/* The workload runs on an in-memory file whose hook records every write, grow and flush. */
 struct trace {
     struct op *ops;
     size_t count, capacity;
-    uint8_t *live;                  /* the file as the workload sees it */
-    uint64_t size;
+    uint64_t size;                  /* the file's size as the trace has seen it grow */
     int flushes_done, writes_started;
 };
 
@@ -92,80 +93,24 @@ static struct op *trace_add(struct trace *t, enum op_type type)
     return op;
 }
 
-static int rec_read(void *c, uint64_t off, void *buf, size_t len)
+static void trace_event(void *context, const struct mem_event *e)
 {
-    struct trace *t = c;
-
-    if (off > t->size || len > t->size - off)
-        return VHDX_E_IO;
-    memcpy(buf, t->live + off, len);
-    return VHDX_OK;
-}
-
-static int rec_write(void *c, uint64_t off, const void *buf, size_t len)
-{
-    struct trace *t = c;
+    struct trace *t = context;
     struct op *op;
 
-    if (off > t->size || len > t->size - off)
-        return VHDX_E_IO;
-    memcpy(t->live + off, buf, len);
-    op = trace_add(t, OP_WRITE);
-    op->offset = off;
-    op->length = len;
-    op->data = xmalloc(len);
-    memcpy(op->data, buf, len);
-    return VHDX_OK;
-}
-
-static int rec_flush(void *c)
-{
-    trace_add(c, OP_FLUSH);
-    return VHDX_OK;
-}
-
-static int rec_size(void *c, uint64_t *size)
-{
-    *size = ((struct trace *)c)->size;
-    return VHDX_OK;
-}
-
-static int rec_grow(void *c, uint64_t new_size)
-{
-    struct trace *t = c;
-
-    if (new_size > t->size) {
-        t->live = realloc(t->live, new_size);
-        if (!t->live)
-            exit(2);
-        memset(t->live + t->size, grow_junk ? JUNK : 0, new_size - t->size);
-        t->size = new_size;
-        trace_add(t, OP_GROW)->offset = new_size;
-    }
-    return VHDX_OK;
-}
-
-static void *any_allocate(void *c, size_t n)
-{
-    (void)c;
-    return malloc(n);
-}
-
-static void any_release(void *c, void *p)
-{
-    (void)c;
-    free(p);
-}
-
-static int problems_seen;
-static char last_problem[300];
-
-static void any_log(void *c, enum vhdx_log_level level, const char *msg)
-{
-    (void)c;
-    if (level <= VHDX_LOG_PROBLEM) {
-        problems_seen++;
-        snprintf(last_problem, sizeof last_problem, "%s", msg);
+    if (e->result != VHDX_OK)
+        return;
+    if (e->op == MEM_OP_WRITE) {
+        op = trace_add(t, OP_WRITE);
+        op->offset = e->offset;
+        op->length = e->length;
+        op->data = xmalloc(e->length);
+        memcpy(op->data, e->data, e->length);
+    } else if (e->op == MEM_OP_GROW && e->offset > t->size) {
+        t->size = e->offset;
+        trace_add(t, OP_GROW)->offset = e->offset;
+    } else if (e->op == MEM_OP_FLUSH) {
+        trace_add(t, OP_FLUSH);
     }
 }
 
@@ -179,6 +124,7 @@ static uint64_t rng(void)
     return rng_state;
 }
 
+/* New GUIDs draw from the workload's generator, so a run is one deterministic sequence. */
 static int any_random(void *c, uint8_t bytes[16])
 {
     (void)c;
@@ -187,152 +133,20 @@ static int any_random(void *c, uint8_t bytes[16])
     return VHDX_OK;
 }
 
-/* ---- A crash image: the durable file plus some pending writes, copy-on-write --------- */
-
-#define PAGE 4096u
-
-struct cow {
-    const uint8_t *base;            /* the durable bytes (shared, read-only) */
-    uint64_t base_size;
-    uint64_t size;
-    uint8_t **pages;                /* private copies, NULL = same as base (or zero past it) */
-    uint64_t page_count;
-};
-
-static void cow_init(struct cow *c, const uint8_t *base, uint64_t base_size)
+static void platform_for(struct vhdx_platform *p, struct mem_file *file)
 {
-    memset(c, 0, sizeof *c);
-    c->base = base;
-    c->base_size = base_size;
-    c->size = base_size;
-}
-
-static void cow_resize(struct cow *c, uint64_t size)
-{
-    uint64_t pages = (size + PAGE - 1) / PAGE;
-
-    if (pages > c->page_count) {
-        c->pages = realloc(c->pages, pages * sizeof *c->pages);
-        memset(c->pages + c->page_count, 0, (pages - c->page_count) * sizeof *c->pages);
-        c->page_count = pages;
-    }
-    if (size > c->size)
-        c->size = size;
-}
-
-static uint8_t *cow_page(struct cow *c, uint64_t index)
-{
-    if (!c->pages[index]) {
-        uint64_t start = index * PAGE;
-
-        c->pages[index] = malloc(PAGE);
-        memset(c->pages[index], grow_junk ? JUNK : 0, PAGE);
-        if (start < c->base_size)
-            memcpy(c->pages[index], c->base + start,
-                   c->base_size - start < PAGE ? c->base_size - start : PAGE);
-    }
-    return c->pages[index];
-}
-
-static void cow_write(struct cow *c, uint64_t off, const uint8_t *data, size_t len)
-{
-    cow_resize(c, off + len > c->size ? off + len : c->size);
-    while (len) {
-        size_t in = off % PAGE, n = PAGE - in < len ? PAGE - in : len;
-
-        memcpy(cow_page(c, off / PAGE) + in, data, n);
-        off += n;
-        data += n;
-        len -= n;
-    }
-}
-
-static void cow_read(const struct cow *c, uint64_t off, uint8_t *buf, size_t len)
-{
-    while (len) {
-        size_t in = off % PAGE, n = PAGE - in < len ? PAGE - in : len;
-        uint64_t index = off / PAGE;
-
-        if (index < c->page_count && c->pages[index])
-            memcpy(buf, c->pages[index] + in, n);
-        else if (off >= c->base_size)
-            memset(buf, grow_junk ? JUNK : 0, n);     /* grown past the durable end */
-        else if (off + n <= c->base_size)
-            memcpy(buf, c->base + off, n);
-        else {
-            memcpy(buf, c->base + off, c->base_size - off);
-            memset(buf + (c->base_size - off), grow_junk ? JUNK : 0, n - (c->base_size - off));
-        }
-        off += n;
-        buf += n;
-        len -= n;
-    }
-}
-
-static void cow_free(struct cow *c)
-{
-    for (uint64_t i = 0; i < c->page_count; i++)
-        free(c->pages[i]);
-    free(c->pages);
-}
-
-static int cow_p_read(void *ctx, uint64_t off, void *buf, size_t len)
-{
-    struct cow *c = ctx;
-
-    if (off > c->size || len > c->size - off)
-        return VHDX_E_IO;
-    cow_read(c, off, buf, len);
-    return VHDX_OK;
-}
-
-static int cow_p_write(void *ctx, uint64_t off, const void *buf, size_t len)
-{
-    struct cow *c = ctx;
-
-    if (off > c->size || len > c->size - off)
-        return VHDX_E_IO;
-    cow_write(c, off, buf, len);
-    return VHDX_OK;
-}
-
-static int cow_p_flush(void *ctx)
-{
-    (void)ctx;
-    return VHDX_OK;
-}
-
-static int cow_p_size(void *ctx, uint64_t *size)
-{
-    *size = ((struct cow *)ctx)->size;
-    return VHDX_OK;
-}
-
-static int cow_p_grow(void *ctx, uint64_t new_size)
-{
-    struct cow *c = ctx;
-
-    /* Bytes past base_size with no private page read as zero: growing is enough.
-     * (Crash images never shrink below the durable size.) */
-    if (new_size > c->size)
-        cow_resize(c, new_size);
-    return VHDX_OK;
-}
-
-static void platform_for(struct vhdx_platform *p, void *ctx, bool tracing)
-{
-    memset(p, 0, sizeof *p);
-    p->context = ctx;
-    p->read = tracing ? rec_read : cow_p_read;
-    p->write = tracing ? rec_write : cow_p_write;
-    p->flush = tracing ? rec_flush : cow_p_flush;
-    p->size = tracing ? rec_size : cow_p_size;
-    p->grow = tracing ? rec_grow : cow_p_grow;
-    p->allocate = any_allocate;
-    p->release = any_release;
-    p->log = any_log;
+    file->quiet = true;
+    mem_file_platform(file, p);
     p->random = any_random;
-    p->flags = grow_junk ? 0 : VHDX_PLATFORM_GROW_ZEROES;
+}
+
+/* ---- Crash images: the durable file plus some pending writes -------------------------- */
+
+static void crash_grow(struct mem_file *image, uint64_t size)
+{
+    /* Crash images never shrink below the durable size. */
+    if (size > image->image.size)
+        mem_file_resize(image, size);
 }
 
 /* ---- The workload and its model ------------------------------------------------------- */
@@ -450,12 +264,12 @@ enum mode { MODE_DROP, MODE_TEAR, MODE_REORDER, MODE_COUNT };
 static const char *const mode_name[MODE_COUNT] = { "drop", "tear", "reorder" };
 
 /* Apply op (or its first `keep` bytes, rounded to 512) to a crash image. */
-static void apply_op(struct cow *c, const struct op *op, size_t keep)
+static void apply_op(struct mem_file *image, const struct op *op, size_t keep)
 {
     if (op->type == OP_GROW)
-        cow_p_grow(c, op->offset);
+        crash_grow(image, op->offset);
     else if (op->type == OP_WRITE)
-        cow_write(c, op->offset, op->data, keep);
+        mem_file_poke(image, op->offset, op->data, keep);
 }
 
 static size_t torn_length(size_t length)
@@ -534,7 +348,16 @@ static void verify_disk(struct vhdx_disk *disk, const struct model *m, int flush
     }
 }
 
-static void judge(struct cow *image, const struct model *m, int flushes, int started,
+/* The open and close that just happened left no platform allocation behind. */
+static void no_leak(const struct mem_file *image, struct verdict *v, const char *stage)
+{
+    if (image->alloc.live)
+        verdict_fail(v, "%s: %llu platform allocations (%llu bytes) survive", stage,
+                     (unsigned long long)image->alloc.live,
+                     (unsigned long long)image->alloc.current);
+}
+
+static void judge(struct mem_file *image, const struct model *m, int flushes, int started,
                   struct verdict *v)
 {
     struct vhdx_platform p;
@@ -543,21 +366,23 @@ static void judge(struct cow *image, const struct model *m, int flushes, int sta
     char text[256];
     int rc;
 
-    platform_for(&p, image, false);
-    problems_seen = 0;
+    platform_for(&p, image);
     rc = vhdx_open(&p, VHDX_OPEN_CHECK, &disk, &diag);
     if (rc) {
         vhdx_describe(&diag, text, sizeof text);
-        verdict_fail(v, "read-only check open failed: %s (%s)", text, last_problem);
+        verdict_fail(v, "read-only check open failed: %s (%s)", text, image->last_problem);
+        no_leak(image, v, "failed check open");
         return;
     }
     verify_disk(disk, m, flushes, started, v, "after in-memory replay");
     vhdx_close(disk, NULL);
+    no_leak(image, v, "check open");
     if (!v->ok)
         return;
     rc = vhdx_open(&p, VHDX_OPEN_WRITABLE, &disk, &diag);
     if (!rc)
         rc = vhdx_close(disk, &diag);
+    no_leak(image, v, "writable open");
     if (rc) {
         vhdx_describe(&diag, text, sizeof text);
         verdict_fail(v, "writable open (replay) failed: %s", text);
@@ -566,7 +391,7 @@ static void judge(struct cow *image, const struct model *m, int flushes, int sta
     rc = vhdx_open(&p, VHDX_OPEN_CHECK, &disk, &diag);
     if (rc) {
         vhdx_describe(&diag, text, sizeof text);
-        verdict_fail(v, "check after replay failed: %s (%s)", text, last_problem);
+        verdict_fail(v, "check after replay failed: %s (%s)", text, image->last_problem);
         return;
     }
     {
@@ -578,25 +403,16 @@ static void judge(struct cow *image, const struct model *m, int flushes, int sta
     }
     verify_disk(disk, m, flushes, started, v, "after in-place replay");
     vhdx_close(disk, NULL);
+    no_leak(image, v, "check after replay");
 }
 
-static void dump(const struct cow *c, const char *dir, size_t k, enum mode mode)
+static void dump(const struct mem_file *image, const char *dir, size_t k, enum mode mode)
 {
     char path[512];
-    uint8_t *buf = xmalloc(1 << 20);
-    FILE *f;
 
     snprintf(path, sizeof path, "%s/cut-%05zu-%s.vhdx", dir, k, mode_name[mode]);
-    f = fopen(path, "wb");
-    for (uint64_t off = 0; f && off < c->size; off += 1 << 20) {
-        size_t n = c->size - off < (1 << 20) ? (size_t)(c->size - off) : (1 << 20);
-
-        cow_read(c, off, buf, n);
-        fwrite(buf, 1, n, f);
-    }
-    if (f)
-        fclose(f);
-    free(buf);
+    if (mem_file_save(image, path))
+        fprintf(stderr, "cannot write %s\n", path);
 }
 
 int main(int argc, char **argv)
@@ -607,9 +423,8 @@ int main(int argc, char **argv)
     struct vhdx_disk *disk;
     struct vhdx_diag diag;
     struct vhdx_info info;
-    FILE *f;
-    uint8_t *initial, *durable;
-    uint64_t initial_size, durable_size;
+    struct mem_file live, durable;
+    char text[256];
     size_t durable_upto = 0, cuts = 0, failed = 0, write_ops = 0, dump_every = 0;
     const char *dump_dir = NULL;
     int rc;
@@ -627,22 +442,21 @@ int main(int argc, char **argv)
         dump_dir = argv[4];
     }
     printf("platform: grow() %s\n", grow_junk ? "leaves junk" : "zero-fills");
-    f = fopen(argv[1], "rb");
-    if (!f || fseek(f, 0, SEEK_END))
+    if (mem_file_load(&live, argv[1])) {
+        fprintf(stderr, "cannot read %s\n", argv[1]);
         return 2;
-    initial_size = (uint64_t)ftell(f);
-    rewind(f);
-    initial = xmalloc(initial_size);
-    if (fread(initial, 1, initial_size, f) != initial_size)
-        return 2;
-    fclose(f);
+    }
+    if (grow_junk)
+        mem_file_grow_fill(&live, JUNK);
+    /* What the crash images start from: the file before the workload. */
+    mem_file_clone(&durable, &live);
 
     /* Record the workload. */
     memset(&t, 0, sizeof t);
-    t.live = xmalloc(initial_size);
-    memcpy(t.live, initial, initial_size);
-    t.size = initial_size;
-    platform_for(&p, &t, true);
+    t.size = live.image.size;
+    platform_for(&p, &live);
+    live.hook = trace_event;
+    live.hook_context = &t;
     rc = vhdx_open(&p, VHDX_OPEN_WRITABLE, &disk, &diag);
     if (rc) {
         printf("FAIL powerloss_setup: the image does not open (%d)\n", rc);
@@ -659,8 +473,8 @@ int main(int argc, char **argv)
     if (!rc)
         rc = vhdx_close(disk, &diag);
     if (rc) {
-        vhdx_describe(&diag, last_problem, sizeof last_problem);
-        printf("FAIL powerloss_workload: %s\n", last_problem);
+        vhdx_describe(&diag, text, sizeof text);
+        printf("FAIL powerloss_workload: %s\n", text);
         return 1;
     }
     /* Verify every written sector, and a few others per block (they must read as zeros). */
@@ -698,10 +512,6 @@ int main(int argc, char **argv)
     }
 
     /* Cut after every platform write, in every mode. */
-    /* Room for the largest the file ever got, so growing the durable copy never moves it. */
-    durable = xmalloc(t.size > initial_size ? t.size : initial_size);
-    memcpy(durable, initial, initial_size);
-    durable_size = initial_size;
     for (size_t k = 0; k < t.count; k++) {
         const struct op *cut = &t.ops[k];
         size_t last_flush = durable_upto;
@@ -716,21 +526,17 @@ int main(int argc, char **argv)
         for (size_t i = durable_upto; i < last_flush; i++) {
             const struct op *op = &t.ops[i];
 
-            if (op->type == OP_GROW && op->offset > durable_size) {
-                memset(durable + durable_size, grow_junk ? JUNK : 0, op->offset - durable_size);
-                durable_size = op->offset;
-            } else if (op->type == OP_WRITE) {
-                memcpy(durable + op->offset, op->data, op->length);
-            }
+            apply_op(&durable, op, op->length);
         }
         durable_upto = last_flush;
 
         for (int mode = 0; mode < MODE_COUNT; mode++) {
-            struct cow image;
+            struct mem_file image;
             struct verdict v = { true, "" };
             size_t pending = k + 1 - durable_upto;
 
-            cow_init(&image, durable, durable_size);
+            /* Shares the durable pages: only what the cut changes is copied. */
+            mem_file_clone(&image, &durable);
             if (mode == MODE_TEAR) {
                 for (size_t i = durable_upto; i < k; i++)
                     apply_op(&image, &t.ops[i], t.ops[i].length);
@@ -767,12 +573,12 @@ int main(int argc, char **argv)
                 struct vhdx_platform cp;
                 struct vhdx_disk *d2;
 
-                platform_for(&cp, &image, false);
+                platform_for(&cp, &image);
                 if (!vhdx_open(&cp, VHDX_OPEN_WRITABLE, &d2, NULL))
                     vhdx_close(d2, NULL);
                 dump(&image, dump_dir, k, (enum mode)mode);
             }
-            cow_free(&image);
+            mem_file_free(&image);
         }
     }
     printf("tried %zu cut points (%zu writes x %d modes), %zu failed\n", cuts, write_ops,
@@ -782,14 +588,13 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < t.count; i++)
         free(t.ops[i].data);
     free(t.ops);
-    free(t.live);
+    mem_file_free(&live);
+    mem_file_free(&durable);
     for (int i = 0; i < m.flush_count; i++)
         free(m.at_flush[i]);
     free(m.at_flush);
     free(m.current);
     free(m.ever_written);
     free(m.checked);
-    free(durable);
-    free(initial);
     return failed ? 1 : 0;
 }
