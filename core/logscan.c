@@ -225,7 +225,11 @@ static int read_log(struct vhdx_disk *disk, struct scan *scan)
             const uint8_t *sector = window + (size_t)i * LOG_SECTOR_SIZE;
             uint32_t slot = first + i;
 
-            scan->prefix[slot + 1] = crc32c_raw(scan->prefix[slot], sector, LOG_SECTOR_SIZE);
+            /* Zeros only shift the register: one multiplication for an empty sector. */
+            scan->prefix[slot + 1] = mem_is_zero(sector, LOG_SECTOR_SIZE)
+                                         ? crc32c_shift(scan->prefix[slot], LOG_SECTOR_SIZE)
+                                         : crc32c_raw(scan->prefix[slot], sector,
+                                                      LOG_SECTOR_SIZE);
             if (scan->open.index >= 0 && feed_open_entry(scan, sector))
                 continue;
             if (mem_equal(sector, "loge", 4))

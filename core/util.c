@@ -91,6 +91,15 @@ bool mem_is_zero(const void *p, size_t n)
 {
     const uint8_t *x = p;
 
+    while (n && ((uintptr_t)x & 7)) {
+        if (*x++)
+            return false;
+        n--;
+    }
+    for (; n >= 8; n -= 8, x += 8) {
+        if (*(const word_t *)(const void *)x)
+            return false;
+    }
     while (n--) {
         if (*x++)
             return false;
