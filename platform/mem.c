@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #if defined(__unix__)
 #include <unistd.h>           /* lseek SEEK_DATA/SEEK_HOLE: optional, to skip holes */
 #endif
@@ -419,6 +420,37 @@ static int mem_write(void *context, uint64_t offset, const void *buffer, size_t 
     return e.result;
 }
 
+/* Zeroing and discarding are writes of a pattern, so hooks and faults see them as such. */
+static int write_pattern(void *context, uint64_t offset, uint64_t length, uint8_t value)
+{
+    static uint8_t pattern[64 * 1024];
+    int rc = VHDX_OK;
+
+    memset(pattern, value, sizeof pattern);
+    while (!rc && length) {
+        size_t piece = length < sizeof pattern ? (size_t)length : sizeof pattern;
+
+        rc = mem_write(context, offset, pattern, piece);
+        offset += piece;
+        length -= piece;
+    }
+    return rc;
+}
+
+static int mem_zero(void *context, uint64_t offset, uint64_t length)
+{
+    return write_pattern(context, offset, length, 0);
+}
+
+/* Discarded bytes may read as anything (the contract): here as junk, so a core that
+ * discards space something still points at is caught reading it. */
+#define DISCARD_JUNK 0xD1
+
+static int mem_discard(void *context, uint64_t offset, uint64_t length)
+{
+    return write_pattern(context, offset, length, DISCARD_JUNK);
+}
+
 static int mem_flush(void *context)
 {
     struct mem_file *m = context;
@@ -575,6 +607,41 @@ static int mem_random(void *context, uint8_t bytes[16])
     return VHDX_OK;
 }
 
+void mem_file_add_sibling(struct mem_file *file, const char *name, struct mem_file *other)
+{
+    if (file->sibling_count < sizeof file->siblings / sizeof file->siblings[0]) {
+        file->siblings[file->sibling_count].name = name;
+        file->siblings[file->sibling_count++].file = other;
+    }
+}
+
+static int mem_open_sibling(void *context, const char *path, bool writable,
+                            struct vhdx_platform *sibling)
+{
+    struct mem_file *m = context;
+    const char *last = path;
+
+    for (const char *p = path; *p; p++) {
+        if (*p == '\\' || *p == '/')
+            last = p + 1;
+    }
+    for (unsigned i = 0; i < m->sibling_count; i++) {
+        if (!strcasecmp(m->siblings[i].name, last)) {
+            mem_file_platform(m->siblings[i].file, sibling);
+            if (!writable)
+                sibling->flags |= VHDX_PLATFORM_READ_ONLY;
+            return VHDX_OK;
+        }
+    }
+    return VHDX_E_PARENT_NOT_FOUND;
+}
+
+/* The test owns sibling files: nothing to release. */
+static void mem_close(void *context)
+{
+    (void)context;
+}
+
 void mem_file_platform(struct mem_file *file, struct vhdx_platform *platform)
 {
     memset(platform, 0, sizeof *platform);
@@ -588,6 +655,10 @@ void mem_file_platform(struct mem_file *file, struct vhdx_platform *platform)
     platform->release = mem_release;
     platform->log = mem_log;
     platform->random = mem_random;
+    platform->zero = mem_zero;
+    platform->discard = mem_discard;
+    platform->open_sibling = mem_open_sibling;
+    platform->close = mem_close;
     platform->flags = (file->image.fill == 0 ? VHDX_PLATFORM_GROW_ZEROES : 0) |
                       (file->read_only ? VHDX_PLATFORM_READ_ONLY : 0);
 }

@@ -14,6 +14,8 @@
  * one from the Nth on; a failing write may be torn; a grow limit; an allocation limit),
  * a hook that sees every read, write, flush and grow, and the durable state as of the
  * last completed flush, so a test can cut the power and lose what was not flushed.
+ * zero() and discard() are writes (of zeros; of junk, as discarded bytes may read as
+ * anything), so hooks and faults see them too.
  *
  * Host-only (C11 and libc), like posix.c.  Not thread-safe: one file, one user.
  */
@@ -127,6 +129,14 @@ struct mem_file {
     char last_problem[512];     /* the last error or problem */
 
     uint64_t random_state;      /* GUIDs: deterministic per file */
+
+    /* Differencing parents: open_sibling finds these files by name (a path's last
+     * component, '.\' and case ignored), opened read-only; see mem_file_add_sibling. */
+    struct mem_sibling {
+        const char *name;
+        struct mem_file *file;
+    } siblings[4];
+    unsigned sibling_count;
 };
 
 /* An empty file (size 0). */
@@ -137,6 +147,10 @@ int mem_file_load(struct mem_file *file, const char *path);
 int mem_file_save(const struct mem_file *file, const char *path);
 /* Release the contents and the durable copy; counters and settings stay readable. */
 void mem_file_free(struct mem_file *file);
+
+/* Let open_sibling of `file` find `other` under `name` (both stay the caller's; at most 4).
+ * The sibling is served read-only through its own platform callbacks. */
+void mem_file_add_sibling(struct mem_file *file, const char *name, struct mem_file *other);
 
 /* Fill `platform` with the callbacks on `file` (GROW_ZEROES unless the fill is junk). */
 void mem_file_platform(struct mem_file *file, struct vhdx_platform *platform);

@@ -3,10 +3,17 @@
  * check that what is left always opens, checks clean and holds the right data.
  *
  * Usage: test_powerloss IMAGE [--dump-every N DIR] [--junk-grow]
+ *        test_powerloss --differencing [--junk-grow]
  *   IMAGE: an empty dynamic VHDX with 512-byte sectors (tests/powerloss.test makes it
  *   with qemu-img).  --dump-every writes every Nth crash image (after replay) to DIR so
  *   the suite can run `qemu-img check` on them.  --junk-grow: the platform's grow()
- *   leaves junk in the new bytes instead of zeros.
+ *   leaves junk in the new bytes instead of zeros.  --differencing: the workload runs on
+ *   a differencing child (made with vhdx_create) of a 64 MiB parent whose every sector
+ *   is stamped: partial writes allocate PARTIALLY_PRESENT blocks and sector bitmaps, and
+ *   every crash image is judged through the parent.
+ *
+ * The workload mixes writes with vhdx_write_zeroes (parts of blocks, whole blocks that
+ * change state) and, on the dynamic disk, vhdx_discard of whole blocks.
  *
  * How: the workload runs once on a recording platform that keeps a trace of every
  * write, grow and flush.  For each cut point k (every write in the trace) and each of
@@ -34,6 +41,10 @@
 #define SECTOR 512u
 #define MAX_WRITES 1024
 #define WORKLOAD_WRITES 300
+/* The parent's sectors carry this tag; ordered before every write of the workload. */
+#define PARENT_TAG 0xFFFFu
+
+static bool differencing;
 
 /*
  * Two platforms: one whose grow() zero-fills (like ftruncate), one whose grown bytes
@@ -133,9 +144,15 @@ static int any_random(void *c, uint8_t bytes[16])
     return VHDX_OK;
 }
 
+/* The differencing variant's parent: written once, then only read. */
+static struct mem_file parent_file;
+#define PARENT_NAME "parent.vhdx"
+
 static void platform_for(struct vhdx_platform *p, struct mem_file *file)
 {
     file->quiet = true;
+    if (differencing && file->sibling_count == 0)
+        mem_file_add_sibling(file, PARENT_NAME, &parent_file);
     mem_file_platform(file, p);
     p->random = any_random;
 }
@@ -153,6 +170,7 @@ static void crash_grow(struct mem_file *image, uint64_t size)
 
 struct user_write {
     uint64_t sector, count;
+    bool zeros;                     /* vhdx_write_zeroes or vhdx_discard: reads as zeros */
 };
 
 struct model {
@@ -160,6 +178,7 @@ struct model {
     uint64_t sectors_per_block;
     struct user_write writes[MAX_WRITES];
     int write_count;
+    uint16_t *initial;              /* tag of each sector before the workload */
     uint16_t **at_flush;            /* per completed vhdx_flush: tag of each sector */
     int flush_count;
     uint16_t *current;              /* tag of each sector after the writes so far */
@@ -213,6 +232,31 @@ static int run_workload(struct vhdx_disk *disk, struct trace *t, struct model *m
         unsigned kind = (unsigned)(rng() % 10);
         uint16_t tag = (uint16_t)(i + 1);
 
+        if (kind == 9 && rng() % 2) {   /* zeros, or a discard of whole blocks */
+            bool whole = !differencing && rng() % 2;
+
+            if (whole) {
+                sector = (rng() % blocks) * m->sectors_per_block;
+                count = m->sectors_per_block * (1 + rng() % 2);
+            } else {
+                sector = rng() % m->sectors;
+                count = 1 + rng() % (2 * m->sectors_per_block);
+            }
+            if (sector + count > m->sectors)
+                count = m->sectors - sector;
+            for (uint64_t s = 0; s < count; s++) {
+                m->current[sector + s] = 0;
+                m->ever_written[sector + s] = 1;
+            }
+            m->writes[m->write_count] = (struct user_write){ sector, count, true };
+            m->write_count++;
+            t->writes_started++;
+            rc = whole ? vhdx_discard(disk, sector, count)
+                       : vhdx_write_zeroes(disk, sector, count);
+            if (rc)
+                return rc;
+            goto flush;
+        }
         if (kind < 5) {             /* somewhere new: allocates a block */
             sector = (rng() % blocks) * m->sectors_per_block + rng() % m->sectors_per_block;
             count = 1 + rng() % 64;
@@ -237,13 +281,13 @@ static int run_workload(struct vhdx_disk *disk, struct trace *t, struct model *m
             m->current[sector + s] = tag;
             m->ever_written[sector + s] = 1;
         }
-        m->writes[m->write_count].sector = sector;
-        m->writes[m->write_count].count = count;
+        m->writes[m->write_count] = (struct user_write){ sector, count, false };
         m->write_count++;
         t->writes_started++;
         rc = vhdx_write(disk, sector, count, buf);
         if (rc)
             return rc;
+flush:
         /* Frequent flushes: many log entries, enough to wrap the 1 MiB log. */
         if (++since_flush >= 1 + (int)(rng() % 2)) {
             rc = vhdx_flush(disk);
@@ -296,13 +340,19 @@ static void verdict_fail(struct verdict *v, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Where a tag stands in the order of writes: the parent's content before everything. */
+static unsigned order_of(uint16_t tag)
+{
+    return tag == PARENT_TAG ? 0 : tag;
+}
+
 /* Is each checked sector's tag allowed at a cut with `flushes` completed vhdx_flushes
  * and `started` vhdx_writes issued? */
 static void verify_disk(struct vhdx_disk *disk, const struct model *m, int flushes,
                         int started, struct verdict *v, const char *stage)
 {
     enum { RUN = 64 };
-    const uint16_t *durable = flushes ? m->at_flush[flushes - 1] : NULL;
+    const uint16_t *durable = flushes ? m->at_flush[flushes - 1] : m->initial;
     uint8_t buf[RUN * SECTOR];
 
     for (uint64_t i = 0; i < m->checked_count && v->ok;) {
@@ -328,21 +378,28 @@ static void verify_disk(struct vhdx_disk *disk, const struct model *m, int flush
                              (unsigned long long)s);
                 return;
             }
-            allowed = tag == (durable ? durable[s] : 0);
+            allowed = tag == durable[s];
             /*
              * Or a write issued after the last completed flush that covers s.  Writes to s
              * before that flush have tags no newer than the snapshot's, so "issued after"
-             * is "newer than the snapshot's tag for s".
+             * is "newer than the snapshot's tag for s" (the parent's come before all).
              */
             if (!allowed && tag >= 1 && tag <= started) {
                 const struct user_write *w = &m->writes[tag - 1];
 
-                allowed = w->sector <= s && s < w->sector + w->count &&
-                          (!durable || tag > durable[s]);
+                allowed = !w->zeros && w->sector <= s && s < w->sector + w->count &&
+                          tag > order_of(durable[s]);
+            }
+            /* Zeros: from a zeroing or discard issued after that flush. */
+            for (int z = 0; !allowed && tag == 0 && z < started; z++) {
+                const struct user_write *w = &m->writes[z];
+
+                allowed = w->zeros && w->sector <= s && s < w->sector + w->count &&
+                          (unsigned)z + 1 > order_of(durable[s]);
             }
             if (!allowed)
                 verdict_fail(v, "%s: sector %llu holds write %u, expected write %u or a later "
-                             "one", stage, (unsigned long long)s, tag, durable ? durable[s] : 0);
+                             "one", stage, (unsigned long long)s, tag, durable[s]);
         }
         i += n;
     }
@@ -415,6 +472,53 @@ static void dump(const struct mem_file *image, const char *dir, size_t k, enum m
         fprintf(stderr, "cannot write %s\n", path);
 }
 
+/*
+ * The differencing variant: a 64 MiB parent whose every sector carries PARENT_TAG, and an
+ * empty child of it made by vhdx_create, with the locator naming the parent.
+ */
+static void make_chain(struct mem_file *child)
+{
+    struct vhdx_create_options o;
+    struct vhdx_locator_entry locator[2];
+    struct vhdx_platform p;
+    struct vhdx_disk *disk;
+    struct vhdx_diag diag;
+    struct vhdx_info info;
+    char linkage[39];
+    uint8_t *buf = xmalloc(2048 * SECTOR);
+    uint64_t sectors = (64u << 20) / SECTOR;
+
+    mem_file_init(&parent_file);
+    memset(&o, 0, sizeof o);
+    o.virtual_size = 64u << 20;
+    o.block_size = 1u << 20;
+    platform_for(&p, &parent_file);
+    if (vhdx_create(&p, &o, &diag) || vhdx_open(&p, VHDX_OPEN_WRITABLE, &disk, &diag)) {
+        printf("FAIL powerloss_setup: the parent cannot be made (%d)\n", diag.code);
+        exit(1);
+    }
+    for (uint64_t sector = 0; sector < sectors; sector += 2048) {
+        for (unsigned k = 0; k < 2048; k++)
+            fill_sector(buf + k * SECTOR, PARENT_TAG, sector + k);
+        vhdx_write(disk, sector, 2048, buf);
+    }
+    vhdx_get_info(disk, &info);
+    vhdx_close(disk, NULL);
+    parent_file.read_only = true;
+    vhdx_guid_format(&info.data_write_guid, linkage);
+    locator[0] = (struct vhdx_locator_entry){ "parent_linkage", linkage };
+    locator[1] = (struct vhdx_locator_entry){ "relative_path", ".\\" PARENT_NAME };
+    o.locator = locator;
+    o.locator_count = 2;
+    mem_file_init(child);
+    platform_for(&p, child);
+    if (vhdx_create(&p, &o, &diag)) {
+        printf("FAIL powerloss_setup: the child cannot be made (%d)\n", diag.code);
+        exit(1);
+    }
+    free(buf);
+}
+
 int main(int argc, char **argv)
 {
     struct trace t;
@@ -429,20 +533,26 @@ int main(int argc, char **argv)
     const char *dump_dir = NULL;
     int rc;
 
-    if (argc >= 3 && !strcmp(argv[argc - 1], "--junk-grow")) {
+    if (argc >= 2 && !strcmp(argv[argc - 1], "--junk-grow")) {
         grow_junk = true;
         argc--;
     }
-    if (argc != 2 && !(argc == 5 && !strcmp(argv[2], "--dump-every"))) {
-        fprintf(stderr, "usage: test_powerloss IMAGE [--dump-every N DIR] [--junk-grow]\n");
+    if (argc == 2 && !strcmp(argv[1], "--differencing"))
+        differencing = true;
+    else if (argc != 2 && !(argc == 5 && !strcmp(argv[2], "--dump-every"))) {
+        fprintf(stderr, "usage: test_powerloss IMAGE [--dump-every N DIR] [--junk-grow]\n"
+                        "       test_powerloss --differencing [--junk-grow]\n");
         return 2;
     }
     if (argc == 5) {
         dump_every = (size_t)atol(argv[3]);
         dump_dir = argv[4];
     }
-    printf("platform: grow() %s\n", grow_junk ? "leaves junk" : "zero-fills");
-    if (mem_file_load(&live, argv[1])) {
+    printf("platform: grow() %s%s\n", grow_junk ? "leaves junk" : "zero-fills",
+           differencing ? "; a differencing child of a stamped parent" : "");
+    if (differencing) {
+        make_chain(&live);
+    } else if (mem_file_load(&live, argv[1])) {
         fprintf(stderr, "cannot read %s\n", argv[1]);
         return 2;
     }
@@ -468,6 +578,9 @@ int main(int argc, char **argv)
     m.sectors_per_block = info.block_size / SECTOR;
     m.at_flush = xmalloc((WORKLOAD_WRITES + 2) * sizeof *m.at_flush);
     m.current = calloc(m.sectors, sizeof *m.current);
+    m.initial = calloc(m.sectors, sizeof *m.initial);
+    for (uint64_t sector = 0; differencing && sector < m.sectors; sector++)
+        m.initial[sector] = m.current[sector] = PARENT_TAG;
     m.ever_written = calloc(m.sectors, 1);
     rc = run_workload(disk, &t, &m);
     if (!rc)
@@ -506,8 +619,8 @@ int main(int argc, char **argv)
             if (op->offset > highest)
                 highest = op->offset;
         }
-        printf("%s workload_wraps_the_log_%s%s\n", wrapped ? "PASS" : "FAIL",
-               grow_junk ? "junk_grow" : "zero_grow",
+        printf("%s workload_wraps_the_log_%s%s%s\n", wrapped ? "PASS" : "FAIL",
+               differencing ? "differencing_" : "", grow_junk ? "junk_grow" : "zero_grow",
                wrapped ? "" : ": no log write went back to the start of the log");
     }
 
@@ -583,8 +696,9 @@ int main(int argc, char **argv)
     }
     printf("tried %zu cut points (%zu writes x %d modes), %zu failed\n", cuts, write_ops,
            MODE_COUNT, failed);
-    printf("%s powerloss_every_cut_point_%s%s\n", failed ? "FAIL" : "PASS",
-           grow_junk ? "junk_grow" : "zero_grow", failed ? ": see the cuts above" : "");
+    printf("%s powerloss_every_cut_point_%s%s%s\n", failed ? "FAIL" : "PASS",
+           differencing ? "differencing_" : "", grow_junk ? "junk_grow" : "zero_grow",
+           failed ? ": see the cuts above" : "");
     for (size_t i = 0; i < t.count; i++)
         free(t.ops[i].data);
     free(t.ops);
@@ -594,7 +708,10 @@ int main(int argc, char **argv)
         free(m.at_flush[i]);
     free(m.at_flush);
     free(m.current);
+    free(m.initial);
     free(m.ever_written);
+    if (differencing)
+        mem_file_free(&parent_file);
     free(m.checked);
     return failed ? 1 : 0;
 }
