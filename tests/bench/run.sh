@@ -193,12 +193,14 @@ printf '  qemu-img check -r all %s s (%s as ours); whole-process times, best of 
 
 echo
 BUILD="$BUILD" "$TOP/tests/bench/serve.sh"
+echo
+BUILD="$BUILD" PYTHON="$PYTHON" "$TOP/tests/bench/hostile.sh"
 
 [ -n "${BENCH_HOST_ONLY:-}" ] && exit 0
 # Other benchmarks (tests/bench/*.sh, e.g. ovmf.sh inside OVMF); not this script, and
-# not serve.sh (a host benchmark, run above).
+# not serve.sh and hostile.sh (host benchmarks, run above).
 for extra in "$TOP"/tests/bench/*.sh; do
-    case "$(basename "$extra")" in run.sh|serve.sh) continue ;; esac
+    case "$(basename "$extra")" in run.sh|serve.sh|hostile.sh) continue ;; esac
     [ -x "$extra" ] || continue
     echo
     "$extra"
