@@ -133,10 +133,11 @@ static int fail_text(struct vhdx_disk *disk, enum vhdx_error code, const char *t
 }
 
 /* Find, open and check the parent of `level`; record it in level->chain. */
-static int open_parent(struct vhdx_disk *child, struct vhdx_disk *level, size_t cache_bytes)
+static int open_parent(struct vhdx_disk *child, struct vhdx_disk *level, size_t cache_bytes,
+                       bool writable)
 {
     const struct vhdx_platform *platform = &level->file.platform;
-    struct vhdx_open_options options = { 0, cache_bytes };
+    struct vhdx_open_options options = { writable ? VHDX_OPEN_WRITABLE : 0, cache_bytes };
     struct chain *c = &level->chain;
     struct vhdx_guid linkage, linkage2;
     const char *linkage_text = locator_value(level, "parent_linkage");
@@ -166,7 +167,7 @@ static int open_parent(struct vhdx_disk *child, struct vhdx_disk *level, size_t 
         note_tried(tried, sizeof tried, c->path, path_keys[k]);
         if (!platform->open_sibling)
             break;
-        if (platform->open_sibling(platform->context, c->path, false, &c->parent_platform) ==
+        if (platform->open_sibling(platform->context, c->path, writable, &c->parent_platform) ==
             VHDX_OK)
             c->key = path_keys[k];
     }
@@ -253,7 +254,7 @@ static int close_chain(struct vhdx_disk *disk, struct vhdx_diag *diag)
     return rc;
 }
 
-static int open_parents(struct vhdx_disk *child, size_t cache_bytes)
+static int open_parents(struct vhdx_disk *child, size_t cache_bytes, bool parent_writable)
 {
     struct vhdx_disk *level = child;
     uint32_t depth = 0;
@@ -264,7 +265,7 @@ static int open_parents(struct vhdx_disk *child, size_t cache_bytes)
         if (++depth >= VHDX_MAX_CHAIN_FILES)
             return fail(child, VHDX_E_CHAIN_TOO_DEEP, VHDX_MAX_CHAIN_FILES, 0, NULL);
         cache_bytes = max_u64(cache_bytes / 4, PARENT_MIN_CACHE);
-        rc = open_parent(child, level, cache_bytes);
+        rc = open_parent(child, level, cache_bytes, parent_writable && level == child);
         if (rc)
             return rc;
         for (struct vhdx_disk *d = child; d != level->chain.parent; d = d->chain.parent) {
@@ -290,7 +291,9 @@ int vhdx_open_with(const struct vhdx_platform *platform,
         return rc;
     if (disk->geometry.has_parent && !(options->flags & VHDX_OPEN_NO_PARENT)) {
         rc = open_parents(disk, options->cache_bytes ? options->cache_bytes
-                                                     : VHDX_DEFAULT_CACHE_BYTES);
+                                                     : VHDX_DEFAULT_CACHE_BYTES,
+                          (options->flags & VHDX_OPEN_PARENT_WRITABLE) &&
+                          disk->file.writable);
         if (rc) {
             if (diag)
                 mem_copy(diag, &disk->report.diag, sizeof *diag);

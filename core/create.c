@@ -19,64 +19,13 @@
 #define FLAG_IS_VIRTUAL_DISK (1u << 1)
 #define FLAG_IS_REQUIRED     (1u << 2)
 
-/* UTF-8 to UTF-16LE; returns the bytes written, or SIZE_MAX if `out` is too small. */
-static size_t utf8_to_utf16le(const char *in, uint8_t *out, size_t size)
-{
-    size_t n = 0;
-
-    while (*in) {
-        uint32_t c = (uint8_t)*in++;
-        unsigned more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
-
-        c &= more == 3 ? 0x07 : more == 2 ? 0x0F : more == 1 ? 0x1F : 0x7F;
-        while (more-- && (*in & 0xC0) == 0x80)
-            c = c << 6 | (*in++ & 0x3F);
-        if (c >= 0x10000) {
-            if (n + 4 > size)
-                return SIZE_MAX;
-            c -= 0x10000;
-            put_le16(out + n, (uint16_t)(0xD800 | (c >> 10)));
-            put_le16(out + n + 2, (uint16_t)(0xDC00 | (c & 0x3FF)));
-            n += 4;
-        } else {
-            if (n + 2 > size)
-                return SIZE_MAX;
-            put_le16(out + n, (uint16_t)c);
-            n += 2;
-        }
-    }
-    return n;
-}
-
-/* The parent locator item (spec 2.6.2.6): header, entries, then the strings. */
+/* The parent locator item (spec 2.6.2.6). */
 static int build_locator(struct vhdx_disk *disk, const struct vhdx_create_options *o,
                          uint8_t *item, uint32_t *length)
 {
-    uint32_t strings = 20 + o->locator_count * 12, at = strings;
-
-    if (o->locator_count > 0xFFFF || strings > METADATA_ITEM_MAX)
-        return fail(disk, VHDX_E_ARGUMENT, 0, 0, "too many parent locator entries");
-    mem_copy(item, GUID_LOCATOR_TYPE_VHDX.bytes, 16);
-    put_le16(item + 18, (uint16_t)o->locator_count);
-    for (uint32_t i = 0; i < o->locator_count; i++) {
-        uint8_t *e = item + 20 + i * 12;
-        size_t key = utf8_to_utf16le(o->locator[i].key, item + at, METADATA_ITEM_MAX - at);
-        size_t value;
-
-        if (key == SIZE_MAX || key == 0 || key > 0xFFFF)
-            return fail(disk, VHDX_E_ARGUMENT, 0, 0, "a parent locator key too long or empty");
-        put_le32(e, at);
-        put_le16(e + 8, (uint16_t)key);
-        at += (uint32_t)key;
-        value = utf8_to_utf16le(o->locator[i].value, item + at, METADATA_ITEM_MAX - at);
-        if (value == SIZE_MAX || value == 0 || value > 0xFFFF)
-            return fail(disk, VHDX_E_ARGUMENT, 0, 0,
-                        "a parent locator value too long or empty");
-        put_le32(e + 4, at);
-        put_le16(e + 10, (uint16_t)value);
-        at += (uint32_t)value;
-    }
-    *length = at;
+    if (metadata_build_locator(o->locator, o->locator_count, item, METADATA_ITEM_MAX, length))
+        return fail(disk, VHDX_E_ARGUMENT, 0, 0,
+                    "a parent locator key or value empty, or too long");
     return VHDX_OK;
 }
 
@@ -214,8 +163,8 @@ static int create_steps(struct vhdx_disk *disk, struct vhdx_create_options *o, u
     /* File identifier (spec 2.2.1). */
     mem_zero(buffer, REGION_TABLE_SIZE);
     mem_copy(buffer, "vhdxfile", 8);
-    if (utf8_to_utf16le(o->creator ? o->creator : "vhdx-efi " VHDX_CORE_VERSION, buffer + 8,
-                        510) == SIZE_MAX)
+    if (metadata_text_utf16(o->creator ? o->creator : "vhdx-efi " VHDX_CORE_VERSION,
+                            buffer + 8, 510) == SIZE_MAX)
         return fail(disk, VHDX_E_ARGUMENT, 0, 0, "the creator text is over 255 characters");
     if (!rc)
         rc = file_write(disk, FILE_ID_OFFSET, buffer, 8 + 512);

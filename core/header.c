@@ -173,8 +173,8 @@ out:
  * both slots end up current.  The first update of a session renews FileWriteGuid; the
  * first one that precedes a change a reader of the disk could see renews DataWriteGuid.
  */
-int header_update(struct vhdx_disk *disk, bool new_data_guid,
-                  const struct vhdx_guid *log_guid)
+static int write_headers(struct vhdx_disk *disk, const struct vhdx_guid *data_guid,
+                         bool new_data_guid, const struct vhdx_guid *log_guid)
 {
     struct vhdx_header next;
     uint8_t *raw = disk->headers.raw;
@@ -191,7 +191,9 @@ int header_update(struct vhdx_disk *disk, bool new_data_guid,
         next.sequence++;
         if (!disk->headers.file_guid_renewed)
             rc = file_random_guid(disk, &next.file_write_guid);
-        if (!rc && new_data_guid && !disk->headers.data_guid_renewed)
+        if (data_guid)
+            next.data_write_guid = *data_guid;
+        else if (!rc && new_data_guid && !disk->headers.data_guid_renewed)
             rc = file_random_guid(disk, &next.data_write_guid);
         if (rc)
             break;
@@ -207,11 +209,24 @@ int header_update(struct vhdx_disk *disk, bool new_data_guid,
         disk->headers.current = next;
         disk->headers.slot = slot;
         disk->headers.file_guid_renewed = true;
-        if (new_data_guid)
+        if (new_data_guid || data_guid)
             disk->headers.data_guid_renewed = true;
     }
     /* A half-done update leaves the slots disagreeing: only a reopen sorts that out. */
     if (rc)
         disk->headers.failed = true;
     return rc;
+}
+
+int header_update(struct vhdx_disk *disk, bool new_data_guid,
+                  const struct vhdx_guid *log_guid)
+{
+    return write_headers(disk, NULL, new_data_guid, log_guid);
+}
+
+int header_set_data_guid(struct vhdx_disk *disk, const struct vhdx_guid *data_guid)
+{
+    struct vhdx_guid log_guid = disk->headers.current.log_guid;
+
+    return write_headers(disk, data_guid, false, &log_guid);
 }

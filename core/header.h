@@ -39,5 +39,8 @@ int header_load(struct vhdx_disk *disk);
  */
 int header_update(struct vhdx_disk *disk, bool new_data_guid,
                   const struct vhdx_guid *log_guid);
+/* A header update that sets DataWriteGuid to `data_guid` (a merge: the child's
+ * parent_linkage2 names it first, spec 2.6.2.6.3 note <12>). */
+int header_set_data_guid(struct vhdx_disk *disk, const struct vhdx_guid *data_guid);
 
 #endif

@@ -82,6 +82,7 @@ struct item_location {
     bool present;
     uint32_t offset;                /* relative to the metadata region */
     uint32_t length;
+    uint32_t entry;                 /* its entry in the table */
 };
 
 static int known_item_index(const struct vhdx_guid *guid)
@@ -202,6 +203,7 @@ static int scan_table(struct vhdx_disk *disk, const uint8_t *table,
             items[known].present = true;
             items[known].offset = offset;
             items[known].length = length;
+            items[known].entry = i;
         } else if (flags & FLAG_IS_REQUIRED) {
             return problem_guid(disk, true, VHDX_E_META_UNKNOWN_REQUIRED, i, &id);
         }
@@ -493,6 +495,9 @@ int metadata_load(struct vhdx_disk *disk)
     disk->geometry.sector_shift = log2_u64(disk->geometry.logical_sector_size);
 
     if (items[ITEM_PARENT_LOCATOR].present) {
+        disk->locator.item_offset = items[ITEM_PARENT_LOCATOR].offset;
+        disk->locator.item_length = items[ITEM_PARENT_LOCATOR].length;
+        disk->locator.table_entry = items[ITEM_PARENT_LOCATOR].entry;
         rc = parse_parent_locator(disk, &items[ITEM_PARENT_LOCATOR]);
     } else if (disk->geometry.has_parent) {
         rc = problem(disk, true, VHDX_E_META_MISSING, 0, 0,
@@ -511,4 +516,182 @@ void metadata_release(struct vhdx_disk *disk)
     }
     core_free(disk, disk->locator.pairs);
     mem_zero(&disk->locator, sizeof disk->locator);
+}
+
+/* UTF-8 to UTF-16LE; the bytes written, or SIZE_MAX if `out` is too small. */
+static size_t utf8_to_utf16le(const char *in, uint8_t *out, size_t size)
+{
+    size_t n = 0;
+
+    while (*in) {
+        uint32_t c = (uint8_t)*in++;
+        unsigned more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+
+        c &= more == 3 ? 0x07 : more == 2 ? 0x0F : more == 1 ? 0x1F : 0x7F;
+        while (more-- && (*in & 0xC0) == 0x80)
+            c = c << 6 | (*in++ & 0x3F);
+        if (c >= 0x10000) {
+            if (n + 4 > size)
+                return SIZE_MAX;
+            c -= 0x10000;
+            put_le16(out + n, (uint16_t)(0xD800 | (c >> 10)));
+            put_le16(out + n + 2, (uint16_t)(0xDC00 | (c & 0x3FF)));
+            n += 4;
+        } else {
+            if (n + 2 > size)
+                return SIZE_MAX;
+            put_le16(out + n, (uint16_t)c);
+            n += 2;
+        }
+    }
+    return n;
+}
+
+size_t metadata_text_utf16(const char *text, uint8_t *out, size_t size)
+{
+    return utf8_to_utf16le(text, out, size);
+}
+
+int metadata_build_locator(const struct vhdx_locator_entry *entries, uint32_t count,
+                           uint8_t *item, uint32_t size, uint32_t *length)
+{
+    uint32_t at = PL_HEADER_SIZE + count * PL_ENTRY_SIZE;
+
+    if (count > 0xFFFF || at > size)
+        return VHDX_E_ARGUMENT;
+    mem_zero(item, at);
+    mem_copy(item, GUID_LOCATOR_TYPE_VHDX.bytes, 16);
+    put_le16(item + 18, (uint16_t)count);
+    for (uint32_t i = 0; i < count; i++) {
+        uint8_t *e = item + PL_HEADER_SIZE + i * PL_ENTRY_SIZE;
+        size_t key = utf8_to_utf16le(entries[i].key, item + at, size - at), value;
+
+        if (key == SIZE_MAX || key == 0 || key > 0xFFFF)
+            return VHDX_E_ARGUMENT;
+        put_le32(e, at);
+        put_le16(e + 8, (uint16_t)key);
+        at += (uint32_t)key;
+        value = utf8_to_utf16le(entries[i].value, item + at, size - at);
+        if (value == SIZE_MAX || value == 0 || value > 0xFFFF)
+            return VHDX_E_ARGUMENT;
+        put_le32(e + 4, at);
+        put_le16(e + 10, (uint16_t)value);
+        at += (uint32_t)value;
+    }
+    *length = at;
+    return VHDX_OK;
+}
+
+/* The end of the last item in the table: where a grown item can go. */
+static int items_end(struct vhdx_disk *disk, const uint8_t *table, uint32_t *end)
+{
+    uint32_t count = get_le16(table + MT_ENTRY_COUNT);
+
+    *end = METADATA_TABLE_SIZE;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *e = table + MT_ENTRIES + (size_t)i * MT_ENTRY_SIZE;
+
+        if (get_le32(e + ME_LENGTH))
+            *end = (uint32_t)max_u64(*end, (uint64_t)get_le32(e + ME_OFFSET) +
+                                               get_le32(e + ME_LENGTH));
+    }
+    (void)disk;
+    return VHDX_OK;
+}
+
+/*
+ * Set one key of the parent locator (added when missing) through the log (spec 2.3: the
+ * metadata region changes only through it).  The item is rewritten where it is when the
+ * new one fits, else after the last item; its table entry follows.
+ */
+int metadata_set_locator(struct vhdx_disk *disk, const char *key, const char *value)
+{
+    struct locator *l = &disk->locator;
+    uint32_t count = l->count, length = 0, offset = l->item_offset, pages_used = 0;
+    struct vhdx_locator_entry *entries;
+    struct log_page pages[2 + METADATA_ITEM_MAX / PAGE_SIZE + 1];
+    uint8_t *table = NULL, *item = NULL, *region_pages = NULL;
+    uint64_t first_page, last_page;
+    bool found = false;
+    int rc;
+
+    if (!l->item_length)
+        return fail(disk, VHDX_E_LOCATOR_KEY, 0, 0, "item (the file has no parent locator)");
+    entries = core_alloc(disk, (count + 1) * sizeof *entries);
+    table = entries ? core_alloc(disk, METADATA_TABLE_SIZE) : NULL;
+    item = table ? core_alloc(disk, METADATA_ITEM_MAX) : NULL;
+    if (!item) {
+        rc = disk->report.diag.code;
+        goto out;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        const char *k = l->pairs[i].key, *want = key;
+
+        while (*k && *k == *want)
+            k++, want++;
+        entries[i].key = l->pairs[i].key;
+        entries[i].value = *k == *want ? (found = true, value) : l->pairs[i].value;
+    }
+    if (!found)
+        entries[count++] = (struct vhdx_locator_entry){ key, value };
+    if (metadata_build_locator(entries, count, item, METADATA_ITEM_MAX, &length)) {
+        rc = fail(disk, VHDX_E_ARGUMENT, 0, 0, "a parent locator too large");
+        goto out;
+    }
+    rc = file_read(disk, disk->regions.metadata_offset, table, METADATA_TABLE_SIZE);
+    if (rc)
+        goto out;
+    if (length > l->item_length) {
+        rc = items_end(disk, table, &offset);
+        if (!rc && (uint64_t)offset + length > disk->regions.metadata_length)
+            rc = fail(disk, VHDX_E_ARGUMENT, 0, 0,
+                      "no room in the metadata region for a larger parent locator");
+        if (rc)
+            goto out;
+    }
+    put_le32(table + MT_ENTRIES + (size_t)l->table_entry * MT_ENTRY_SIZE + ME_OFFSET, offset);
+    put_le32(table + MT_ENTRIES + (size_t)l->table_entry * MT_ENTRY_SIZE + ME_LENGTH, length);
+    /* The pages that change: the entry's page of the table, and the item's pages. */
+    first_page = offset / PAGE_SIZE;
+    last_page = ((uint64_t)offset + length - 1) / PAGE_SIZE;
+    region_pages = core_alloc(disk, (size_t)(last_page - first_page + 1) * PAGE_SIZE);
+    if (!region_pages) {
+        rc = disk->report.diag.code;
+        goto out;
+    }
+    rc = file_read(disk, disk->regions.metadata_offset + first_page * PAGE_SIZE, region_pages,
+                   (size_t)(last_page - first_page + 1) * PAGE_SIZE);
+    if (rc)
+        goto out;
+    mem_copy(region_pages + (offset - first_page * PAGE_SIZE), item, length);
+    {
+        uint32_t entry_page = (MT_ENTRIES + l->table_entry * MT_ENTRY_SIZE) / PAGE_SIZE;
+
+        pages[pages_used++] = (struct log_page){
+            disk->regions.metadata_offset + (uint64_t)entry_page * PAGE_SIZE,
+            table + (size_t)entry_page * PAGE_SIZE };
+    }
+    for (uint64_t p = first_page; p <= last_page; p++)
+        pages[pages_used++] = (struct log_page){
+            disk->regions.metadata_offset + p * PAGE_SIZE,
+            region_pages + (size_t)(p - first_page) * PAGE_SIZE };
+    rc = logw_commit(disk, pages, pages_used);
+    if (rc)
+        goto out;
+    /* The locator as it now stands in the file. */
+    {
+        struct item_location where = { true, offset, length, l->table_entry };
+
+        metadata_release(disk);
+        l->item_offset = offset;
+        l->item_length = length;
+        l->table_entry = where.entry;
+        rc = parse_parent_locator(disk, &where);
+    }
+out:
+    core_free(disk, region_pages);
+    core_free(disk, item);
+    core_free(disk, table);
+    core_free(disk, entries);
+    return rc;
 }

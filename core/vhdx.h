@@ -242,6 +242,7 @@ struct vhdx_platform {
 #define VHDX_OPEN_WRITABLE (1u << 0)  /* may write: log replay in place, vhdx_write() */
 #define VHDX_OPEN_CHECK    (1u << 1)  /* validate everything, report each problem */
 #define VHDX_OPEN_NO_PARENT (1u << 2) /* a differencing disk alone: no reads or writes */
+#define VHDX_OPEN_PARENT_WRITABLE (1u << 3) /* with WRITABLE: the parent too (vhdx_merge) */
 
 /* Differencing chains: at most this many files, the child and its parents (as 7-Zip). */
 #define VHDX_MAX_CHAIN_FILES 256u
@@ -380,6 +381,20 @@ struct vhdx_create_options {
 
 int vhdx_create(const struct vhdx_platform *platform, const struct vhdx_create_options *options,
                 struct vhdx_diag *diag);
+
+/*
+ * Merge a differencing child into its parent (opened with VHDX_OPEN_WRITABLE |
+ * VHDX_OPEN_PARENT_WRITABLE): afterwards the parent reads as the child did.  Crash-safe
+ * by the spec's order (2.6.2.6.3, note <12>): the child's parent_linkage2 first names the
+ * parent's new DataWriteGuid (through the child's log), then the parent takes it, then
+ * the child's sectors are copied into the parent.  At every moment the chain reads as the
+ * child did.  The child stays a valid child of the result; other children of the parent
+ * no longer match it (their parent changed).  `progress` (may be NULL) is told how many
+ * of the child's blocks are done.
+ */
+int vhdx_merge(struct vhdx_disk *child,
+               void (*progress)(void *context, uint64_t done, uint64_t total),
+               void *context);
 
 /* Parent locator key/value pairs, converted to UTF-8.  VHDX_E_RANGE past the end. */
 int vhdx_parent_locator_entry(const struct vhdx_disk *disk, uint32_t index,

@@ -69,5 +69,6 @@ int close_image(struct session *s, const char *image);
 /* tools/serve.c */
 int cmd_serve(const struct options *o);
 int cmd_create(const struct options *o);
+int cmd_merge(const struct options *o);
 
 #endif

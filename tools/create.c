@@ -9,6 +9,9 @@
  * absolute_win32_path, the parent's path from the root of its file system with '\'
  * separators (no drive letter exists here; readers fall back to relative_path first).
  * The new file is made with O_EXCL: an existing file is never overwritten.
+ *
+ * `vhdx merge CHILD` commits a child into its parent (vhdx_merge: crash-safe through
+ * parent_linkage2), with the progress on stderr when it is a terminal.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -167,4 +170,46 @@ int cmd_create(const struct options *o)
         fprintf(stderr, "vhdx: %s: created%s%s\n", o->image, create.locator ? ", child of " : "",
                 create.locator ? relative : "");
     return 0;
+}
+
+static void merge_progress(void *context, uint64_t done, uint64_t total)
+{
+    const char *image = context;
+    static unsigned shown = 101;
+    unsigned percent = (unsigned)(total ? done * 100 / total : 100);
+
+    if (percent != shown && isatty(STDERR_FILENO)) {
+        fprintf(stderr, "\rvhdx: %s: merging: %3u%%", image, percent);
+        shown = percent;
+    }
+}
+
+int cmd_merge(const struct options *o)
+{
+    struct session s;
+    struct vhdx_info info;
+    const char *parent_path;
+    int status = open_image(&s, o, true, VHDX_OPEN_PARENT_WRITABLE);
+
+    if (status)
+        return status;
+    vhdx_get_info(s.disk, &info);
+    if (info.type != VHDX_TYPE_DIFFERENCING) {
+        fprintf(stderr, "vhdx: %s: not a differencing disk: nothing to merge into\n", o->image);
+        close_image(&s, o->image);
+        return EXIT_USAGE;
+    }
+    parent_path = info.parent_path;
+    if (vhdx_merge(s.disk, merge_progress, (void *)o->image)) {
+        if (isatty(STDERR_FILENO))
+            fprintf(stderr, "\n");
+        status = report(o->image, vhdx_last_diag(s.disk));
+        close_image(&s, o->image);
+        return status;
+    }
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, "\n");
+    printf("%s: merged into its parent %s: the parent now reads as the child did; the child "
+           "still reads the same through it, and can be deleted\n", o->image, parent_path);
+    return close_image(&s, o->image);
 }

@@ -35,6 +35,9 @@ static const char usage_text[] =
     "  create CHILD --parent PARENT         a new image, or a differencing child of\n"
     "                                       PARENT (its size and sectors; the child's\n"
     "                                       locator names the parent); never overwrites\n"
+    "  merge CHILD                          commit a differencing child into its parent\n"
+    "                                       (crash-safe); the parent then reads as the\n"
+    "                                       child did\n"
     "  zero IMAGE --offset N --length N     make the range read as zeros (whole blocks\n"
     "                                       of a dynamic disk give their space back)\n"
     "  discard IMAGE --offset N --length N  the range is no longer needed: whole blocks\n"
@@ -141,6 +144,7 @@ static const struct command {
     { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
     { "create", cmd_create, OPT_SIZE | OPT_BLOCK_SIZE | OPT_SECTOR_SIZE | OPT_FIXED | OPT_PARENT,
       0 },
+    { "merge", cmd_merge, OPT_CACHE | OPT_VOLUME_ROOT, 0 },
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
