@@ -188,8 +188,8 @@ static bool parse_size(const char *p, size_t n, uint64_t *out)
  * The keys.  `where` says on which lines a key may appear; a key appears at most once
  * per line; its value is checked by kind before anything on the line is applied.
  */
-enum key_id { KEY_IMAGE, KEY_RO, KEY_RESERVE, KEY_EXPAND, KEY_VERBOSE, KEY_LOADER,
-              KEY_COUNT };
+enum key_id { KEY_IMAGE, KEY_RO, KEY_RESERVE, KEY_EXPAND, KEY_VERBOSE, KEY_LOADER, KEY_RAM,
+              KEY_OWN_NFIT, KEY_COUNT };
 enum value_kind { VALUE_NONE, VALUE_SIZE, VALUE_PATH };
 
 #define ON_DISK_LINE   1u
@@ -209,6 +209,8 @@ static const struct key {
     { "verbose", KEY_VERBOSE, VALUE_NONE, ON_DISK_LINE | ON_GLOBAL_LINE, NULL },
     { "loader",  KEY_LOADER,  VALUE_PATH, ON_GLOBAL_LINE,
       " needs the path of an EFI application" },
+    { "ram",     KEY_RAM,     VALUE_NONE, ON_DISK_LINE, NULL },
+    { "own_nfit", KEY_OWN_NFIT, VALUE_NONE, ON_DISK_LINE | ON_GLOBAL_LINE, NULL },
 };
 
 /* What one line says, once every word is checked. */
@@ -272,6 +274,10 @@ static void check_words(struct line_state *state, const struct word *words, unsi
     if (values->seen[KEY_RESERVE] && values->seen[KEY_EXPAND])
         complain(state, "expand gives room for every block: reserve= cannot go with it",
                  NULL, 0, "");
+    if (values->seen[KEY_RAM] && (values->seen[KEY_RO] || values->seen[KEY_RESERVE] ||
+                                  values->seen[KEY_EXPAND]))
+        complain(state, "ram copies the disk into memory and never writes the file: ro, "
+                 "reserve= and expand do not go with it", NULL, 0, "");
 }
 
 static void copy_value(char *out, const struct word *w)
@@ -302,6 +308,8 @@ static void parse_disk_line(struct line_state *state, const struct word *words,
     disk.expand = values.seen[KEY_EXPAND] != NULL;
     disk.reserve_given = values.seen[KEY_RESERVE] != NULL;
     disk.reserve = values.reserve;
+    disk.ram = values.seen[KEY_RAM] != NULL;
+    disk.own_nfit = values.seen[KEY_OWN_NFIT] != NULL;
     config->disks[config->disk_count++] = disk;
 }
 
@@ -329,6 +337,8 @@ static void parse_global_line(struct line_state *state, const struct word *words
     }
     if (values.seen[KEY_VERBOSE])
         config->verbose = true;
+    if (values.seen[KEY_OWN_NFIT])
+        config->own_nfit = true;
     if (values.seen[KEY_EXPAND])
         config->expand = true;
     if (values.seen[KEY_RESERVE]) {

@@ -15,7 +15,7 @@
  * configuration, not from controllers the firmware offers.
  */
 #include "console.h"
-#include "disk.h"
+#include "mount.h"
 
 #define VHDX_EFI_VERSION "0.1.0"
 

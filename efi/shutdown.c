@@ -10,7 +10,7 @@
  * Writes of new blocks are committed as they happen (blockio.c), so even a power cut
  * leaves each file consistent; these closes only mark the logs clean.
  */
-#include "disk.h"
+#include "mount.h"
 
 /*
  * UEFI 2.7 section 8.5.1 (not in gnu-efi 3.0.15, whose EFI_RESET_SYSTEM also returns

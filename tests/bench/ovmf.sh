@@ -2,7 +2,7 @@
 # ovmf.sh - vhdx.efi read throughput inside OVMF (QEMU, TCG), against the ESP it sits on.
 #
 # One boot: vhdx.efi mounts a 256 MiB fixed VHDX (random content, blocks in order, made
-# by tests/vhdxgen.py) read-only from the ESP, then efi/blkbench.c reads
+# by tests/vhdxgen.py) read-only from the ESP, then tests/efi/blkbench.c reads
 #   - 256 MiB through vhdx.efi's Block I/O in 1 MiB requests, and the same file bytes
 #     straight through the ESP partition's Block I/O (the limit the driver sits on);
 #   - 8192 random 4 KiB requests through both, at the same offsets;
@@ -25,9 +25,9 @@ fi
 cleanup() { [ $own_work -eq 1 ] && rm -rf "$WORK"; return 0; }
 trap cleanup EXIT
 
-for f in vhdx.efi blkbench.efi; do
-    if [ ! -f "$BUILD/efi/$f" ]; then
-        echo "ovmf bench: $BUILD/efi/$f is missing (run make)" >&2
+for f in efi/vhdx.efi tests/efi/blkbench.efi; do
+    if [ ! -f "$BUILD/$f" ]; then
+        echo "ovmf bench: $BUILD/$f is missing (run make)" >&2
         exit 1
     fi
 done
@@ -76,7 +76,7 @@ nsh = ("fs0:\r\nload vhdx.efi\r\nblkbench.efi \\bench.vhdx %d %d %d\r\nreset -s\
 esp = os.path.join(WORK, "esp-bench.img")
 ovmf.esp_image(esp, MIB * M + 64 * M, {
     "vhdx.efi": os.path.join(BUILD, "efi", "vhdx.efi"),
-    "blkbench.efi": os.path.join(BUILD, "efi", "blkbench.efi"),
+    "blkbench.efi": os.path.join(BUILD, "tests", "efi", "blkbench.efi"),
     "vhdx.cfg": b"image=\\bench.vhdx ro\r\n", "startup.nsh": nsh, "bench.vhdx": path})
 os.unlink(path)
 log, exited = ovmf.boot(esp, WORK, timeout=900, memory=1024)

@@ -76,11 +76,11 @@ int main(int argc, char **argv)
 
         printf("disk %s ro=%d verbose=%d", d->path, d->read_only, d->verbose);
         print_reserve(d->expand, d->reserve_given, (unsigned long long)d->reserve);
-        printf(" line=%u\n", d->line);
+        printf(" line=%u%s%s\n", d->line, d->ram ? " ram" : "", d->own_nfit ? " own_nfit" : "");
     }
     printf("global verbose=%d", config->verbose);
     print_reserve(config->expand, config->reserve_given, (unsigned long long)config->reserve);
-    printf("\n");
+    printf("%s\n", config->own_nfit ? " own_nfit" : "");
     if (config->loader_line)
         printf("loader %s line=%u\n", config->loader, config->loader_line);
     printf("errors %u\n", config->errors);

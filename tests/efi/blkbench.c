@@ -16,7 +16,7 @@
  * Stall().  Both reads are checksummed: "data match" proves they were the same bytes.
  */
 #include "console.h"
-#include "disk.h"
+#include "mount.h"
 #include "fat.h"
 #include "system.h"
 
@@ -38,14 +38,6 @@ struct bench {
     uint8_t *buffer;                        /* 1 MiB, page aligned */
     uint64_t ticks_per_ms;
 };
-
-static uint64_t read_tsc(void)
-{
-    uint32_t low, high;
-
-    __asm__ __volatile__("rdtsc" : "=a"(low), "=d"(high));
-    return ((uint64_t)high << 32) | low;
-}
 
 static uint64_t parse_number(const CHAR16 *p)
 {
@@ -179,7 +171,7 @@ static uint64_t checksum(uint64_t sum, const uint8_t *data, size_t length)
 static EFI_STATUS pass(struct bench *bench, bool direct, uint64_t mib, uint64_t random,
                        uint64_t *ticks, uint64_t *sum)
 {
-    uint64_t start = read_tsc(), seed = 12345;
+    uint64_t start = efi_ticks(), seed = 12345;
     uint64_t count = random ? random : mib;
     size_t length = random ? SMALL : MIB;
 
@@ -204,7 +196,7 @@ static EFI_STATUS pass(struct bench *bench, bool direct, uint64_t mib, uint64_t 
         }
         *sum = checksum(*sum, bench->buffer, length);
     }
-    *ticks = read_tsc() - start;
+    *ticks = efi_ticks() - start;
     return EFI_SUCCESS;
 }
 
@@ -255,7 +247,7 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
     CHAR16 word[CONFIG_PATH_MAX];
     char path[CONFIG_PATH_MAX];
     const CHAR16 *args;
-    uint64_t mib, random, ticks, sum, start;
+    uint64_t mib, random, ticks, sum;
     EFI_PHYSICAL_ADDRESS pages;
     EFI_STATUS status;
     size_t n;
@@ -299,11 +291,7 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
         return status;
     bench.buffer = (uint8_t *)(uintptr_t)pages;
 
-    start = read_tsc();
-    efi_bs->Stall(200000);
-    bench.ticks_per_ms = (read_tsc() - start) / 200;
-    if (!bench.ticks_per_ms)
-        bench.ticks_per_ms = 1;
+    bench.ticks_per_ms = efi_ticks_per_ms();
     con_print("blkbench: %llu MiB from %s at file offset %llu; ESP IoAlign %u, "
               "vhdx IoAlign %u\n", (unsigned long long)mib, path,
               (unsigned long long)bench.payload_offset, bench.esp->Media->IoAlign,
