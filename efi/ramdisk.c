@@ -35,7 +35,7 @@
 #define FIRMWARE_BLOCK_SIZE 512
 
 /* Read in pieces of this size, so the progress line moves. */
-#define COPY_PIECE (4u << 20)
+#define COPY_PIECE (1u << 20)
 #define PROGRESS_MS 500
 
 struct ram_disk_protocol {

@@ -70,8 +70,8 @@ uint64_t efi_ticks_per_ms(void)
     if (!per_ms) {
         uint64_t start = efi_ticks();
 
-        efi_bs->Stall(20000);
-        per_ms = (efi_ticks() - start) / 20;
+        efi_bs->Stall(100000);
+        per_ms = (efi_ticks() - start) / 100;
         if (!per_ms)
             per_ms = 1;
     }

@@ -45,7 +45,7 @@ void efi_free(void *memory);
 
 /*
  * Time for progress lines and benchmarks: the time-stamp counter, and its ticks per
- * millisecond (measured once against Stall, 20 ms; at least 1).
+ * millisecond (measured once against Stall, 100 ms; at least 1).
  */
 uint64_t efi_ticks(void);
 uint64_t efi_ticks_per_ms(void);

@@ -452,6 +452,7 @@ static int esp_open_sibling(void *context, const char *relative_path, bool writa
 {
     struct efi_esp_file *from = context;
     struct efi_esp_file *child = from->child ? from->child : from;
+    struct efi_esp_file **tail;
     struct sibling *sibling;
     const char *detail;
     enum fat_error err;
@@ -476,13 +477,9 @@ static int esp_open_sibling(void *context, const char *relative_path, bool writa
     sibling->file.verbose = child->verbose;
     sibling->file.child = child;
     /* Kept in the order of the chain: the child's parent first. */
-    {
-        struct efi_esp_file **tail = &child->parents;
-
-        while (*tail)
-            tail = &(*tail)->next_parent;
-        *tail = &sibling->file;
-    }
+    for (tail = &child->parents; *tail; tail = &(*tail)->next_parent)
+        ;
+    *tail = &sibling->file;
     efi_esp_platform(&sibling->file, platform);
     platform->close = esp_close_sibling;
     return VHDX_OK;
