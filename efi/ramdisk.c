@@ -162,7 +162,7 @@ static EFI_STATUS copy_disk(struct mounted_disk *disk)
     uint64_t ms;
     int rc = VHDX_OK;
 
-    p.last = p.start;
+    show_progress(&p, true);            /* at once: the first update may be a while */
     while (at < sectors && rc == VHDX_OK) {
         uint64_t run;
         unsigned status;
