@@ -1,5 +1,5 @@
 /*
- * shutdown.c - close a disk set's images when the platform goes away (see disk.h).
+ * shutdown.c - close a disk set's images when the platform goes away (see mount.h).
  *
  *   - ResetSystem: the reset notification (UEFI 2.7), when the firmware has it;
  *   - the event group "before ExitBootServices" (UEFI 2.8), where boot services still

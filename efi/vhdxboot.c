@@ -12,7 +12,7 @@
  *      vhdxboot.cfg beside this file.  The syntax of vhdx.cfg plus loader=PATH; the
  *      first image= line is the boot disk, further image= lines are mounted too (the
  *      loader and the OS see them) but never searched for the loader;
- *   3. mount the disks with the driver's own module (disk.c, linked in: one file on the
+ *   3. mount the disks with the driver's own module (mount.h, linked in: one file on the
  *      ESP does the whole job, and no driver stays behind when the loader returns); a
  *      file vhdx.efi (or any program of ours) mounted already is used as it is;
  *   4. find the loader: among the file systems the firmware mounted on the boot disk
