@@ -144,6 +144,7 @@ struct mounted_disk {
     struct vhdx_disk *vhdx;
     struct vhdx_info info;
     bool writable;                  /* served writable (the core takes writes) */
+    uint64_t open_ms;               /* how long the open took (verbose) */
 
     /* 3. room.c */
     uint64_t room;                  /* bytes past the allocated data at mount */

@@ -33,12 +33,15 @@ EFI_STATUS open_disk(struct disk_set *set, struct mounted_disk *disk)
 {
     /* A RAM disk is a copy: its file is only read, header included. */
     bool writable = disk->medium_writable && !disk->ram;
+    uint64_t start = efi_ticks();
     struct vhdx_diag diag;
+    int rc;
 
     disk->file.read_only = !writable;
     efi_esp_platform(&disk->file, &disk->platform);
-    if (vhdx_open(&disk->platform, writable ? VHDX_OPEN_WRITABLE : 0, &disk->vhdx,
-                  &diag) != VHDX_OK) {
+    rc = vhdx_open(&disk->platform, writable ? VHDX_OPEN_WRITABLE : 0, &disk->vhdx, &diag);
+    disk->open_ms = (efi_ticks() - start) / efi_ticks_per_ms();
+    if (rc != VHDX_OK) {
         disk_print_diag(disk->path, "", &diag);
         disk->vhdx = NULL;
         return vhdx_error_class(diag.code) == VHDX_CLASS_NOT_FOUND ? EFI_NOT_FOUND
@@ -118,9 +121,11 @@ void print_disk(const struct mounted_disk *disk)
               disk->ram ? ", RAM disk" : disk->writable ? "" : ", read-only", chain);
     if (disk->verbose)
         con_print("vhdx: %s: %u extent(s) on the ESP, file %llu bytes, data ends at %llu, "
-                  "%u MiB blocks, %llu of %llu present\n", disk->path,
-                  disk->file.extent_count, (unsigned long long)disk->file.size,
-                  (unsigned long long)info->used_size, info->block_size >> 20,
+                  "%u MiB blocks, %llu of %llu present, opened in %llu ms (core peak %llu "
+                  "KiB)\n", disk->path, disk->file.extent_count,
+                  (unsigned long long)disk->file.size, (unsigned long long)info->used_size,
+                  info->block_size >> 20,
                   (unsigned long long)(info->blocks_present + info->blocks_partial),
-                  (unsigned long long)info->blocks_total);
+                  (unsigned long long)info->blocks_total, (unsigned long long)disk->open_ms,
+                  (unsigned long long)(info->memory_peak >> 10));
 }
