@@ -472,9 +472,10 @@ size_t config_decode(const void *data, size_t size, char *out, size_t out_size,
     return used;
 }
 
-/* Append the components of `path` to out[*used..], normalising as we go. */
-static const char *append_components(const char *path, char *out, size_t out_size,
-                                     size_t *used)
+/* Append the components of `path` to out[*used..], normalising as we go ("..": up one
+ * directory when `allow_up`, refused otherwise). */
+static const char *append_components(const char *path, bool allow_up, char *out,
+                                     size_t out_size, size_t *used)
 {
     const char *p = path;
 
@@ -490,8 +491,15 @@ static const char *append_components(const char *path, char *out, size_t out_siz
         n = (size_t)(p - start);
         if (n == 0 || (n == 1 && start[0] == '.'))
             continue;
-        if (n == 2 && start[0] == '.' && start[1] == '.')
-            return "'..' is not allowed in a path";
+        if (n == 2 && start[0] == '.' && start[1] == '.') {
+            if (!allow_up)
+                return "'..' is not allowed in a path";
+            if (*used == 0)
+                return "'..' climbs above the root directory";
+            while (out[--*used] != '\\')
+                ;
+            continue;
+        }
         if (*used + 1 + n + 1 > out_size)
             return "the path is too long";
         out[(*used)++] = '\\';
@@ -502,8 +510,8 @@ static const char *append_components(const char *path, char *out, size_t out_siz
     return NULL;
 }
 
-const char *config_resolve_path(const char *directory, const char *path, char *out,
-                                size_t out_size)
+const char *config_join_path(const char *directory, const char *path, bool allow_up,
+                             char *out, size_t out_size)
 {
     size_t used = 0;
     const char *why;
@@ -512,14 +520,20 @@ const char *config_resolve_path(const char *directory, const char *path, char *o
         return "the path is too long";
     out[0] = '\0';
     if (path[0] != '\\' && path[0] != '/') {
-        why = append_components(directory ? directory : "", out, out_size, &used);
+        why = append_components(directory ? directory : "", allow_up, out, out_size, &used);
         if (why)
             return why;
     }
-    why = append_components(path, out, out_size, &used);
+    why = append_components(path, allow_up, out, out_size, &used);
     if (why)
         return why;
     if (used == 0)
         return "the path names the root directory";
     return NULL;
+}
+
+const char *config_resolve_path(const char *directory, const char *path, char *out,
+                                size_t out_size)
+{
+    return config_join_path(directory, path, false, out, out_size);
 }

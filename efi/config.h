@@ -100,4 +100,9 @@ size_t config_decode(const void *data, size_t size, char *out, size_t out_size,
 const char *config_resolve_path(const char *directory, const char *path, char *out,
                                 size_t out_size);
 
+/* The same, but with `allow_up` a ".." component goes up one directory (never above the
+ * root): the paths of differencing parents (platform/efi_esp.c). */
+const char *config_join_path(const char *directory, const char *path, bool allow_up,
+                             char *out, size_t out_size);
+
 #endif

@@ -5,6 +5,7 @@
  */
 #include "efi_esp.h"
 
+#include "config.h"
 #include "console.h"
 #include "system.h"
 
@@ -379,57 +380,20 @@ struct sibling {
     char path[EFI_ESP_PATH_MAX];
 };
 
-/*
- * `relative` from the directory of `from` (both '\'-separated paths on the ESP), or
- * from the root when it starts with '\': "." and empty components dropped, ".." going up
- * a directory (never above the root).  False when the result does not fit or climbs
- * out of the root.
- */
+/* `relative` from the directory of `from` (a '\\'-separated path on the ESP), or from
+ * the root when it starts with '\\' ('..' allowed, never above the root). */
 static bool sibling_path(const char *from, const char *relative, char *out, size_t size)
 {
-    size_t used = 0;
-    const char *p = relative;
+    char directory[EFI_ESP_PATH_MAX];
+    size_t last = 0;
 
-    if (*p != '\\' && *p != '/') {
-        /* The directory of `from`: everything before its last separator. */
-        size_t last = 0;
-
-        for (size_t i = 0; from[i]; i++)
-            if (from[i] == '\\')
-                last = i;
-        if (last + 1 > size)
-            return false;
-        for (; used < last; used++)
-            out[used] = from[used];
+    for (size_t i = 0; from[i] && i < sizeof directory; i++) {
+        directory[i] = from[i];
+        if (from[i] == '\\')
+            last = i;
     }
-    while (*p) {
-        const char *start;
-        size_t n;
-
-        while (*p == '\\' || *p == '/')
-            p++;
-        start = p;
-        while (*p && *p != '\\' && *p != '/')
-            p++;
-        n = (size_t)(p - start);
-        if (n == 0 || (n == 1 && start[0] == '.'))
-            continue;
-        if (n == 2 && start[0] == '.' && start[1] == '.') {
-            if (used == 0)
-                return false;
-            while (used > 0 && out[used - 1] != '\\')
-                used--;
-            used = used > 0 ? used - 1 : 0;
-            continue;
-        }
-        if (used + 1 + n + 1 > size)
-            return false;
-        out[used++] = '\\';
-        for (size_t i = 0; i < n; i++)
-            out[used++] = start[i];
-    }
-    out[used] = '\0';
-    return used > 0;
+    directory[last] = '\0';
+    return config_join_path(directory, relative, true, out, size) == NULL;
 }
 
 static void esp_close_sibling(void *context)
