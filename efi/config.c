@@ -189,7 +189,7 @@ static bool parse_size(const char *p, size_t n, uint64_t *out)
  * per line; its value is checked by kind before anything on the line is applied.
  */
 enum key_id { KEY_IMAGE, KEY_RO, KEY_RESERVE, KEY_EXPAND, KEY_VERBOSE, KEY_LOADER, KEY_RAM,
-              KEY_OWN_NFIT, KEY_COUNT };
+              KEY_OWN_NFIT, KEY_SNAPSHOT, KEY_COUNT };
 enum value_kind { VALUE_NONE, VALUE_SIZE, VALUE_PATH };
 
 #define ON_DISK_LINE   1u
@@ -211,6 +211,7 @@ static const struct key {
       " needs the path of an EFI application" },
     { "ram",     KEY_RAM,     VALUE_NONE, ON_DISK_LINE, NULL },
     { "own_nfit", KEY_OWN_NFIT, VALUE_NONE, ON_DISK_LINE | ON_GLOBAL_LINE, NULL },
+    { "snapshot", KEY_SNAPSHOT, VALUE_NONE, ON_DISK_LINE, NULL },
 };
 
 /* What one line says, once every word is checked. */
@@ -278,6 +279,9 @@ static void check_words(struct line_state *state, const struct word *words, unsi
                                   values->seen[KEY_EXPAND]))
         complain(state, "ram copies the disk into memory and never writes the file: ro, "
                  "reserve= and expand do not go with it", NULL, 0, "");
+    if (values->seen[KEY_SNAPSHOT] && (values->seen[KEY_RO] || values->seen[KEY_RAM]))
+        complain(state, "snapshot writes to a child it makes: ro and ram do not go with it",
+                 NULL, 0, "");
 }
 
 static void copy_value(char *out, const struct word *w)
@@ -310,6 +314,7 @@ static void parse_disk_line(struct line_state *state, const struct word *words,
     disk.reserve = values.reserve;
     disk.ram = values.seen[KEY_RAM] != NULL;
     disk.own_nfit = values.seen[KEY_OWN_NFIT] != NULL;
+    disk.snapshot = values.seen[KEY_SNAPSHOT] != NULL;
     config->disks[config->disk_count++] = disk;
 }
 

@@ -21,7 +21,8 @@
  * reserve=SIZE (room for new blocks, see mount.h), expand (room for every block),
  * verbose (more messages about this disk), own_nfit (ram disks: our own Block I/O, NFIT
  * and SSDT even when the firmware has a RAM disk driver: a test switch, and a way
- * around a firmware driver that misbehaves).
+ * around a firmware driver that misbehaves), snapshot (a throw-away differencing child
+ * is made beside the image at mount and takes every write; see efi/snapshot.c).
  * Global keys: verbose (every disk, and the driver), reserve=SIZE or expand (the
  * default for disks without their own), own_nfit, loader=PATH (the boot program's loader inside
  * the boot disk, from the root of the file system it is found on; the driver has no
@@ -55,6 +56,7 @@ struct config_disk {
     bool expand;
     bool ram;
     bool own_nfit;
+    bool snapshot;
 };
 
 struct config {

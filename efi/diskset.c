@@ -65,6 +65,7 @@ static bool disk_request(struct disk_set *set, const struct config *config,
     disk->verbose = config->verbose || entry->verbose;
     disk->ram = entry->ram;
     disk->own_tables = entry->own_nfit || config->own_nfit;
+    disk->snapshot = entry->snapshot;
     disk->want_writable = !entry->read_only && !entry->ram;
     disk->expand = entry->expand || (!entry->reserve_given && config->expand);
     disk->reserve = entry->reserve_given ? entry->reserve
@@ -143,6 +144,9 @@ static EFI_STATUS disk_mount(struct disk_set *set, const struct config *config,
         status = EFI_INVALID_PARAMETER;
         goto err_request;
     }
+    status = disk->snapshot ? make_snapshot(set, disk) : EFI_SUCCESS;
+    if (status != EFI_SUCCESS)
+        goto err_snapshot;
     status = map_disk(set, disk);
     if (status != EFI_SUCCESS)
         goto err_map;
@@ -163,6 +167,7 @@ err_publish:
 err_open:
     unmap_disk(disk);
 err_map:
+err_snapshot:
 err_request:
     efi_free(disk);
 err_alloc:

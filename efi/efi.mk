@@ -57,7 +57,7 @@ EFI_RUNTIME  := efi/system.c efi/console.c efi/compiler.c
 # The reusable mount module (configuration -> open -> Block I/O), shared by the driver
 # and the boot program: the core, the FAT mapper and the ESP platform backend.
 EFI_MOUNT    := $(CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c \
-                efi/configure.c efi/diskset.c efi/map.c efi/open.c efi/room.c \
+                efi/configure.c efi/diskset.c efi/snapshot.c efi/map.c efi/open.c efi/room.c \
                 efi/registry.c efi/guard.c efi/blockio.c efi/ramdisk.c efi/acpi.c \
                 efi/shutdown.c
 

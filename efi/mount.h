@@ -7,6 +7,7 @@
  *
  * Where things are:
  *   configure.c   where the disk list comes from: LoadOptions, or vhdx.cfg beside us;
+ *   snapshot.c    `snapshot`: a throw-away child made on top of the disk, mounted instead;
  *   diskset.c     the set's lifecycle: init, mount each disk through the stages below,
  *                 find, unmount, shutdown; the one place a disk is taken apart;
  *   and one file per stage of mounting one disk, each with its undo:
@@ -132,6 +133,8 @@ struct mounted_disk {
     bool verbose;
     bool ram;                       /* `ram`: copied into memory */
     bool own_tables;                /* `own_nfit`: never the firmware's RAM disk driver */
+    bool snapshot;                  /* `snapshot`: a throw-away child on top (snapshot.c) */
+    char snapshot_of[CONFIG_PATH_MAX];  /* the image named; `path` is then the child */
     uint64_t reserve;               /* the room asked for (0: none) */
     bool expand;                    /* `expand`: room for every block */
 
@@ -238,6 +241,15 @@ void disk_print_diag(const char *path, const char *doing, const struct vhdx_diag
  */
 EFI_STATUS disk_set_configure(struct disk_set *set, struct config *config,
                               const void *options, size_t size);
+
+/* --- snapshot.c ------------------------------------------------------------------------ */
+
+/*
+ * `snapshot`, before stage 1: make a throw-away differencing child of disk->path beside
+ * it (deleting the last one) and mount that instead (disk->path becomes the child's,
+ * disk->snapshot_of keeps the image named).  Says why on failure.
+ */
+EFI_STATUS make_snapshot(struct disk_set *set, struct mounted_disk *disk);
 
 /* --- 1. map.c --------------------------------------------------------------------------- */
 

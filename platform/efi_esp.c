@@ -551,3 +551,31 @@ EFI_STATUS efi_esp_free_space(const struct efi_esp *esp, uint64_t *free_bytes)
     root->Close(root);
     return status;
 }
+
+EFI_STATUS efi_esp_new_file(const struct efi_esp *esp, const char *path)
+{
+    struct efi_esp_change writable = { .clear_attributes = EFI_FILE_READ_ONLY };
+    EFI_FILE_PROTOCOL *root, *file;
+    EFI_STATUS status;
+
+    /* A file the FAT driver refuses to open for writing cannot be deleted: clear the
+     * mark first (it may be ours, left by a mount that never ended). */
+    if (efi_esp_change_file(esp, path, &writable) == EFI_SUCCESS &&
+        efi_esp_open_file(esp, path, EFI_FILE_MODE_READ | EFI_FILE_MODE_WRITE, &root,
+                          &file) == EFI_SUCCESS) {
+        status = file->Delete(file);        /* closes the handle, even on a warning */
+        root->Close(root);
+        if (status != EFI_SUCCESS)
+            return status;
+    }
+    status = efi_esp_open_file(esp, path, EFI_FILE_MODE_READ | EFI_FILE_MODE_WRITE |
+                               EFI_FILE_MODE_CREATE, &root, &file);
+    if (status != EFI_SUCCESS)
+        return status;
+    status = file->Flush(file);
+    file->Close(file);
+    root->Close(root);
+    if (status == EFI_SUCCESS)
+        esp->block_io->FlushBlocks(esp->block_io);
+    return status;
+}

@@ -133,4 +133,7 @@ EFI_STATUS efi_esp_change_file(const struct efi_esp *esp, const char *path,
 /* Free bytes of the ESP's file system, as its FAT driver counts them. */
 EFI_STATUS efi_esp_free_space(const struct efi_esp *esp, uint64_t *free_bytes);
 
+/* Make `path` an empty file: delete it when it exists (read-only mark or not), create it. */
+EFI_STATUS efi_esp_new_file(const struct efi_esp *esp, const char *path);
+
 #endif

@@ -78,7 +78,8 @@ int main(int argc, char **argv)
 
         printf("disk %s ro=%d verbose=%d", d->path, d->read_only, d->verbose);
         print_reserve(d->expand, d->reserve_given, (unsigned long long)d->reserve);
-        printf(" line=%u%s%s\n", d->line, d->ram ? " ram" : "", d->own_nfit ? " own_nfit" : "");
+        printf(" line=%u%s%s%s\n", d->line, d->ram ? " ram" : "",
+               d->own_nfit ? " own_nfit" : "", d->snapshot ? " snapshot" : "");
     }
     printf("global verbose=%d", config->verbose);
     print_reserve(config->expand, config->reserve_given, (unsigned long long)config->reserve);
