@@ -12,7 +12,7 @@ set -eu
 BUILD_PACKAGES="build-essential gnu-efi"
 TEST_PACKAGES="qemu-utils qemu-system-x86 ovmf python3 python3-libvhdi libvhdi-utils mtools
 dosfstools gdisk bzip2 e2fsprogs grub-common grub-efi-amd64-bin systemd-boot-efi
-busybox-static sbsigntool openssl libnbd-bin python3-libnbd"
+busybox-static sbsigntool openssl libnbd-bin python3-libnbd 7zip"
 
 case "${1:-all}" in
 build) PACKAGES=$BUILD_PACKAGES ;;
