@@ -1,5 +1,6 @@
 # vhdx-efi build.  `make` builds everything, `make run` boots Linux from a VHDX in OVMF
-# (LOADER=grub for the GRUB disk, SECUREBOOT=1 under Secure Boot), `make check` runs every
+# (LOADER=grub for the GRUB disk, SECUREBOOT=1 under Secure Boot, MODE=ram with the disk
+# copied into memory and the root on /dev/pmem0), `make check` runs every
 # test and ends with "N passed, N failed", `make bench` runs the benchmarks, `make sign
 # KEY=... CERT=...` signs vhdx.efi and vhdxboot.efi.  Products go under build/.
 # Each first installs the Debian packages it needs when they are missing
@@ -132,10 +133,11 @@ bench: deps
 # before the packages are there).
 LOADER ?= sdboot
 SECUREBOOT ?=
+MODE ?= disk
 run: deps
 	@$(MAKE) --no-print-directory build
 	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) --loader $(LOADER) \
-	    $(if $(filter-out 0,$(SECUREBOOT)),--secure-boot)
+	    $(if $(filter-out 0,$(SECUREBOOT)),--secure-boot) --mode $(MODE)
 
 # Secure Boot signing (sbsign) into $(BUILD)/efi/signed/, each file checked with
 # sbverify and its .sbat section kept.  Without KEY and CERT: the test key of Debian's

@@ -1,14 +1,16 @@
 /*
- * blockio.c - the EFI_BLOCK_IO_PROTOCOL instance of a mounted disk, and its handle.
+ * blockio.c - stage 4 of a mount (mount.h): the EFI_BLOCK_IO_PROTOCOL instance of a
+ * mounted disk, and its handle.
  *
  * Requests are checked in the order EDK II's own producers use (uefi-notes.md), then
  * served by the core with the TPL raised to TPL_CALLBACK, which serialises callers the
  * way the firmware's storage drivers do.  The core reaches the .vhdx file only through
  * the ESP partition's Block I/O and Disk I/O (platform/efi_esp.c), never through the
- * firmware FAT driver, which may be the caller here.
+ * firmware FAT driver, which may be the caller here.  A RAM disk of our own (ramdisk.c)
+ * is served from its memory instead.
  */
 #include "console.h"
-#include "disk.h"
+#include "mount.h"
 
 /* Any value works; it changes never, since the medium cannot be swapped. */
 #define DISK_MEDIA_ID 1
@@ -105,6 +107,11 @@ static EFI_STATUS EFIAPI blockio_read(EFI_BLOCK_IO_PROTOCOL *this, UINT32 media_
     status = check_request(disk, media_id, lba, size, buffer, false);
     if (status != EFI_SUCCESS || size == 0)
         return status;
+    if (disk->ram_disk.base) {
+        efi_bs->CopyMem(buffer, (void *)(uintptr_t)(disk->ram_disk.base +
+                                                   lba * disk->media.BlockSize), size);
+        return EFI_SUCCESS;
+    }
     tpl = efi_bs->RaiseTPL(TPL_CALLBACK);
     rc = vhdx_read(disk->vhdx, lba, size / disk->media.BlockSize, buffer);
     if (rc)
@@ -124,6 +131,11 @@ static EFI_STATUS EFIAPI blockio_write(EFI_BLOCK_IO_PROTOCOL *this, UINT32 media
     status = check_request(disk, media_id, lba, size, buffer, true);
     if (status != EFI_SUCCESS || size == 0)
         return status;
+    if (disk->ram_disk.base) {
+        efi_bs->CopyMem((void *)(uintptr_t)(disk->ram_disk.base + lba * disk->media.BlockSize),
+                        buffer, size);
+        return EFI_SUCCESS;
+    }
     tpl = efi_bs->RaiseTPL(TPL_CALLBACK);
     rc = vhdx_write(disk->vhdx, lba, size / disk->media.BlockSize, buffer);
     if (rc == VHDX_E_NO_SPACE) {
@@ -158,7 +170,7 @@ static EFI_STATUS EFIAPI blockio_flush(EFI_BLOCK_IO_PROTOCOL *this)
 
     if (disk->stopped)
         return EFI_DEVICE_ERROR;
-    if (!disk->writable)
+    if (!disk->writable || disk->ram_disk.base)
         return EFI_SUCCESS;
     tpl = efi_bs->RaiseTPL(TPL_CALLBACK);
     rc = vhdx_flush(disk->vhdx);
@@ -275,11 +287,12 @@ EFI_STATUS blockio_install(struct mounted_disk *disk, const struct efi_esp *esp)
     media->RemovableMedia = FALSE;
     media->MediaPresent = TRUE;
     media->LogicalPartition = FALSE;
-    media->ReadOnly = !disk->writable;
+    /* A RAM disk takes writes: they stay in memory. */
+    media->ReadOnly = !disk->writable && !disk->ram_disk.base;
     media->WriteCaching = FALSE;
     media->BlockSize = info->logical_sector_size;
     /* Buffers go to the ESP's device as they are (zero copy), so pass its needs on. */
-    media->IoAlign = esp->io_align > 1 ? esp->io_align : 0;
+    media->IoAlign = esp->io_align > 1 && !disk->ram_disk.base ? esp->io_align : 0;
     media->LastBlock = info->virtual_size / info->logical_sector_size - 1;
     media->LowestAlignedLba = 0;
     media->LogicalBlocksPerPhysicalBlock =
@@ -304,7 +317,8 @@ EFI_STATUS blockio_install(struct mounted_disk *disk, const struct efi_esp *esp)
                                                        &disk->tag, NULL);
     if (status != EFI_SUCCESS)
         goto err_install;
-    status = open_esp(disk, esp);
+    /* A RAM disk needs the ESP no more. */
+    status = disk->ram_disk.base ? EFI_SUCCESS : open_esp(disk, esp);
     if (status != EFI_SUCCESS)
         goto err_open_esp;
     /* Let the partition and FAT drivers bind now, not only at the next connect. */

@@ -188,8 +188,8 @@ static bool parse_size(const char *p, size_t n, uint64_t *out)
  * The keys.  `where` says on which lines a key may appear; a key appears at most once
  * per line; its value is checked by kind before anything on the line is applied.
  */
-enum key_id { KEY_IMAGE, KEY_RO, KEY_RESERVE, KEY_EXPAND, KEY_VERBOSE, KEY_LOADER,
-              KEY_COUNT };
+enum key_id { KEY_IMAGE, KEY_RO, KEY_RESERVE, KEY_EXPAND, KEY_VERBOSE, KEY_LOADER, KEY_RAM,
+              KEY_OWN_NFIT, KEY_SNAPSHOT, KEY_COUNT };
 enum value_kind { VALUE_NONE, VALUE_SIZE, VALUE_PATH };
 
 #define ON_DISK_LINE   1u
@@ -209,6 +209,9 @@ static const struct key {
     { "verbose", KEY_VERBOSE, VALUE_NONE, ON_DISK_LINE | ON_GLOBAL_LINE, NULL },
     { "loader",  KEY_LOADER,  VALUE_PATH, ON_GLOBAL_LINE,
       " needs the path of an EFI application" },
+    { "ram",     KEY_RAM,     VALUE_NONE, ON_DISK_LINE, NULL },
+    { "own_nfit", KEY_OWN_NFIT, VALUE_NONE, ON_DISK_LINE | ON_GLOBAL_LINE, NULL },
+    { "snapshot", KEY_SNAPSHOT, VALUE_NONE, ON_DISK_LINE, NULL },
 };
 
 /* What one line says, once every word is checked. */
@@ -272,6 +275,13 @@ static void check_words(struct line_state *state, const struct word *words, unsi
     if (values->seen[KEY_RESERVE] && values->seen[KEY_EXPAND])
         complain(state, "expand gives room for every block: reserve= cannot go with it",
                  NULL, 0, "");
+    if (values->seen[KEY_RAM] && (values->seen[KEY_RO] || values->seen[KEY_RESERVE] ||
+                                  values->seen[KEY_EXPAND]))
+        complain(state, "ram copies the disk into memory and never writes the file: ro, "
+                 "reserve= and expand do not go with it", NULL, 0, "");
+    if (values->seen[KEY_SNAPSHOT] && (values->seen[KEY_RO] || values->seen[KEY_RAM]))
+        complain(state, "snapshot writes to a child it makes: ro and ram do not go with it",
+                 NULL, 0, "");
 }
 
 static void copy_value(char *out, const struct word *w)
@@ -302,6 +312,9 @@ static void parse_disk_line(struct line_state *state, const struct word *words,
     disk.expand = values.seen[KEY_EXPAND] != NULL;
     disk.reserve_given = values.seen[KEY_RESERVE] != NULL;
     disk.reserve = values.reserve;
+    disk.ram = values.seen[KEY_RAM] != NULL;
+    disk.own_nfit = values.seen[KEY_OWN_NFIT] != NULL;
+    disk.snapshot = values.seen[KEY_SNAPSHOT] != NULL;
     config->disks[config->disk_count++] = disk;
 }
 
@@ -329,6 +342,8 @@ static void parse_global_line(struct line_state *state, const struct word *words
     }
     if (values.seen[KEY_VERBOSE])
         config->verbose = true;
+    if (values.seen[KEY_OWN_NFIT])
+        config->own_nfit = true;
     if (values.seen[KEY_EXPAND])
         config->expand = true;
     if (values.seen[KEY_RESERVE]) {
@@ -462,9 +477,10 @@ size_t config_decode(const void *data, size_t size, char *out, size_t out_size,
     return used;
 }
 
-/* Append the components of `path` to out[*used..], normalising as we go. */
-static const char *append_components(const char *path, char *out, size_t out_size,
-                                     size_t *used)
+/* Append the components of `path` to out[*used..], normalising as we go ("..": up one
+ * directory when `allow_up`, refused otherwise). */
+static const char *append_components(const char *path, bool allow_up, char *out,
+                                     size_t out_size, size_t *used)
 {
     const char *p = path;
 
@@ -480,8 +496,15 @@ static const char *append_components(const char *path, char *out, size_t out_siz
         n = (size_t)(p - start);
         if (n == 0 || (n == 1 && start[0] == '.'))
             continue;
-        if (n == 2 && start[0] == '.' && start[1] == '.')
-            return "'..' is not allowed in a path";
+        if (n == 2 && start[0] == '.' && start[1] == '.') {
+            if (!allow_up)
+                return "'..' is not allowed in a path";
+            if (*used == 0)
+                return "'..' climbs above the root directory";
+            while (out[--*used] != '\\')
+                ;
+            continue;
+        }
         if (*used + 1 + n + 1 > out_size)
             return "the path is too long";
         out[(*used)++] = '\\';
@@ -492,8 +515,8 @@ static const char *append_components(const char *path, char *out, size_t out_siz
     return NULL;
 }
 
-const char *config_resolve_path(const char *directory, const char *path, char *out,
-                                size_t out_size)
+const char *config_join_path(const char *directory, const char *path, bool allow_up,
+                             char *out, size_t out_size)
 {
     size_t used = 0;
     const char *why;
@@ -502,14 +525,20 @@ const char *config_resolve_path(const char *directory, const char *path, char *o
         return "the path is too long";
     out[0] = '\0';
     if (path[0] != '\\' && path[0] != '/') {
-        why = append_components(directory ? directory : "", out, out_size, &used);
+        why = append_components(directory ? directory : "", allow_up, out, out_size, &used);
         if (why)
             return why;
     }
-    why = append_components(path, out, out_size, &used);
+    why = append_components(path, allow_up, out, out_size, &used);
     if (why)
         return why;
     if (used == 0)
         return "the path names the root directory";
     return NULL;
+}
+
+const char *config_resolve_path(const char *directory, const char *path, char *out,
+                                size_t out_size)
+{
+    return config_join_path(directory, path, false, out, out_size);
 }

@@ -2,7 +2,7 @@
  * config.h - the disk list: vhdx.cfg, or the driver's LoadOptions in the same syntax.
  *
  * Plain C with no firmware headers, so the boot program can share it and the host can
- * test it (efi/test_config.c).
+ * test it (tests/efi/test_config.c).
  *
  * Syntax, one item per line (LF or CR LF; '#' starts a comment; blanks separate words):
  *
@@ -16,16 +16,22 @@
  *
  * Disk line keys: image=PATH (required; '\' or '/' separators; a path that does not
  * start with a separator is relative to the directory the driver was loaded from;
- * double quotes allow blanks), ro (read-only), reserve=SIZE (room for new blocks, see
- * disk.h), expand (room for every block), verbose (more messages about this disk).
+ * double quotes allow blanks), ro (read-only), ram (copy the disk into memory and
+ * publish it as a RAM disk the OS finds through ACPI NFIT; the file is only read),
+ * reserve=SIZE (room for new blocks, see mount.h), expand (room for every block),
+ * verbose (more messages about this disk), own_nfit (ram disks: our own Block I/O, NFIT
+ * and SSDT even when the firmware has a RAM disk driver: a test switch, and a way
+ * around a firmware driver that misbehaves), snapshot (a throw-away differencing child
+ * is made beside the image at mount and takes every write; see efi/snapshot.c).
  * Global keys: verbose (every disk, and the driver), reserve=SIZE or expand (the
- * default for disks without their own), loader=PATH (the boot program's loader inside
+ * default for disks without their own), own_nfit, loader=PATH (the boot program's loader inside
  * the boot disk, from the root of the file system it is found on; the driver has no
  * use for it and says so).  SIZE is a decimal number with an optional K, M, G or T
  * suffix (binary multiples).  The keys are a table in config.c.
  *
  * Strict: an unknown key, a value where none belongs, a missing value, a repeated key,
- * reserve= and expand together, or an unterminated quote is reported with the line
+ * reserve= and expand together, ram with ro, reserve= or expand (a RAM disk never
+ * writes its file), or an unterminated quote is reported with the line
  * number, and that whole line is skipped (a misspelt "ro" must not mount a disk
  * writable).
  */
@@ -48,6 +54,9 @@ struct config_disk {
     bool reserve_given;
     uint64_t reserve;               /* bytes, when reserve_given */
     bool expand;
+    bool ram;
+    bool own_nfit;
+    bool snapshot;
 };
 
 struct config {
@@ -55,6 +64,7 @@ struct config {
     bool reserve_given;
     uint64_t reserve;
     bool expand;
+    bool own_nfit;
     char loader[CONFIG_PATH_MAX];   /* loader=, quotes removed; "" when not given */
     unsigned loader_line;           /* 0 when not given */
     unsigned disk_count;
@@ -91,5 +101,10 @@ size_t config_decode(const void *data, size_t size, char *out, size_t out_size,
  */
 const char *config_resolve_path(const char *directory, const char *path, char *out,
                                 size_t out_size);
+
+/* The same, but with `allow_up` a ".." component goes up one directory (never above the
+ * root): the paths of differencing parents (platform/efi_esp.c). */
+const char *config_join_path(const char *directory, const char *path, bool allow_up,
+                             char *out, size_t out_size);
 
 #endif

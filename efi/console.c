@@ -135,8 +135,11 @@ size_t con_format(char *buffer, size_t size, const char *fmt, ...)
 void con_size_text(char *buffer, size_t size, unsigned long long bytes)
 {
     const unsigned long long KiB = 1ull << 10, MiB = 1ull << 20, GiB = 1ull << 30;
+    const unsigned long long TiB = 1ull << 40;
 
-    if (bytes >= GiB && bytes % GiB == 0)
+    if (bytes >= TiB && bytes % TiB == 0)
+        con_format(buffer, size, "%llu TiB", bytes / TiB);
+    else if (bytes >= GiB && bytes % GiB == 0)
         con_format(buffer, size, "%llu GiB", bytes / GiB);
     else if (bytes >= MiB && bytes % MiB == 0)
         con_format(buffer, size, "%llu MiB", bytes / MiB);

@@ -20,7 +20,7 @@ size_t con_format(char *buffer, size_t size, const char *format, ...)
 size_t con_vformat(char *buffer, size_t size, const char *format, va_list args);
 
 /*
- * A byte count for people: "64 MiB", "4 GiB", "20.5 MiB", "700 KiB", "12 bytes"
+ * A byte count for people: "64 MiB", "4 GiB", "64 TiB", "20.5 MiB", "700 KiB", "12 bytes"
  * (rounded down: "at most" is the safe reading of a free-space figure).
  */
 void con_size_text(char *buffer, size_t size, unsigned long long bytes);

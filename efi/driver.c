@@ -2,7 +2,7 @@
  * driver.c - vhdx.efi: mount .vhdx files of the EFI System Partition as disks.
  *
  * A boot-service driver without a driver binding: the entry point mounts every disk of
- * the configuration (disk.c), watches for the platform going away (shutdown.c: reset
+ * the configuration (mount.h), watches for the platform going away (shutdown.c: reset
  * and ExitBootServices close the images) and stays resident.  `unload` (the shell's, or
  * UnloadImage) disconnects and uninstalls every disk, closes the images and frees
  * everything before the image goes; while a disk is still in use it refuses and the
@@ -15,7 +15,7 @@
  * configuration, not from controllers the firmware offers.
  */
 #include "console.h"
-#include "disk.h"
+#include "mount.h"
 
 #define VHDX_EFI_VERSION "0.1.0"
 

@@ -4,13 +4,17 @@
 #   vhdx.efi     the Block I/O driver (boot-service driver, subsystem 11)
 #   vhdxboot.efi the boot program: mounts a VHDX with the same module, starts the loader
 #                inside (application; \EFI\BOOT\BOOTX64.EFI or a Boot#### entry)
+#   sbat.csv     the .sbat text linked into vhdx.efi and vhdxboot.efi (efi/sbat.S)
+#
+# and the programs only the tests and benchmarks use (sources in tests/efi/), under
+# $(BUILD)/tests/efi/:
+#
 #   tpltest.efi  prints the TPL it runs at (tests: must be 4, TPL_APPLICATION)
 #   blkbench.efi reads through our Block I/O and the ESP's own Block I/O (make bench)
 #   drvload.efi  loads a driver with LoadOptions taken from a file (tests)
 #   exitbs.efi   calls ExitBootServices, then powers off (tests)
 #   retloader.efi a boot loader that says where it was started from and returns (tests)
-#   host/test_config  the configuration parser built for the host (tests)
-#   sbat.csv     the .sbat text linked into vhdx.efi and vhdxboot.efi (efi/sbat.S)
+#   test_config  the configuration parser (efi/config.c) built for the host, sanitized
 #
 # Everything is built with gnu-efi's headers, start-up code and relocation code only:
 # libefi is not linked (its Print and helpers would cost tens of KiB of the driver's
@@ -18,6 +22,7 @@
 # the compiler may call.
 
 EFI_OUT      := $(BUILD)/efi
+EFI_TEST_OUT := $(BUILD)/tests/efi
 GNUEFI_INC   ?= /usr/include/efi
 GNUEFI_LIB   ?= /usr/lib
 EFI_ARCH     := x86_64
@@ -51,16 +56,17 @@ EFI_OBJ       = $(patsubst %.S,$(EFI_OUT)/obj/%.o,$(patsubst %.c,$(EFI_OUT)/obj/
 EFI_RUNTIME  := efi/system.c efi/console.c efi/compiler.c
 # The reusable mount module (configuration -> open -> Block I/O), shared by the driver
 # and the boot program: the core, the FAT mapper and the ESP platform backend.
-EFI_MOUNT    := $(CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c efi/disk.c \
-                efi/registry.c efi/guard.c \
-                efi/blockio.c efi/shutdown.c
+EFI_MOUNT    := $(CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c \
+                efi/configure.c efi/diskset.c efi/snapshot.c efi/map.c efi/open.c efi/room.c \
+                efi/registry.c efi/guard.c efi/blockio.c efi/ramdisk.c efi/acpi.c \
+                efi/shutdown.c
 
 EFI_DRIVER_SRC := efi/driver.c $(EFI_MOUNT) $(EFI_RUNTIME) efi/sbat.S
 EFI_BOOT_SRC   := efi/vhdxboot.c $(EFI_MOUNT) $(EFI_RUNTIME) efi/sbat.S
 
-EFI_APPS     := tpltest blkbench drvload exitbs retloader
+EFI_TEST_APPS := tpltest blkbench drvload exitbs retloader
 EFI_PRODUCTS := $(EFI_OUT)/vhdx.efi $(EFI_OUT)/vhdxboot.efi \
-                $(patsubst %,$(EFI_OUT)/%.efi,$(EFI_APPS)) $(EFI_OUT)/host/test_config
+                $(patsubst %,$(EFI_TEST_OUT)/%.efi,$(EFI_TEST_APPS)) $(EFI_TEST_OUT)/test_config
 
 firmware: $(EFI_PRODUCTS)
 	@for image in vhdx vhdxboot; do \
@@ -101,11 +107,12 @@ FORCE:
 # debugging): left in, it is data past the last section, which signing tools warn about
 # ("gaps between PE/COFF sections") and hash by a rule of their own.  A 4th argument
 # "sbat" checks the .sbat section.
+# $(1) is the image's path without .efi.
 define efi_image
-$(EFI_OUT)/$(1).so: $(call EFI_OBJ,$(2))
+$(1).so: $(call EFI_OBJ,$(2))
 	@mkdir -p $$(dir $$@)
 	$(LD) $(EFI_LDFLAGS) $$^ -o $$@ $(EFI_LIBS)
-$(EFI_OUT)/$(1).efi: $(EFI_OUT)/$(1).so
+$(1).efi: $(1).so
 	objcopy $(EFI_SECTIONS) --strip-all --target efi-$(3)-$(EFI_ARCH) $$< $$@
 	$(if $(4),@$$(EFI_SBAT_CHECK))
 endef
@@ -121,15 +128,15 @@ EFI_SBAT_CHECK = objdump -h $@ | awk '$$2 == ".sbat" { found = 1; if ($$4 ~ /^0+
                    rm -f $@ $@.sbat; exit 1; }; \
                  rm -f $@.sbat
 
-$(eval $(call efi_image,vhdx,$(EFI_DRIVER_SRC),bsdrv,sbat))
-$(eval $(call efi_image,vhdxboot,$(EFI_BOOT_SRC),app,sbat))
-$(eval $(call efi_image,tpltest,efi/tpltest.c $(EFI_RUNTIME),app))
-$(eval $(call efi_image,blkbench,efi/blkbench.c platform/fat.c $(EFI_RUNTIME),app))
-$(eval $(call efi_image,drvload,efi/drvload.c $(EFI_RUNTIME),app))
-$(eval $(call efi_image,exitbs,efi/exitbs.c $(EFI_RUNTIME),app))
-$(eval $(call efi_image,retloader,efi/retloader.c $(EFI_RUNTIME),app))
+$(eval $(call efi_image,$(EFI_OUT)/vhdx,$(EFI_DRIVER_SRC),bsdrv,sbat))
+$(eval $(call efi_image,$(EFI_OUT)/vhdxboot,$(EFI_BOOT_SRC),app,sbat))
+$(eval $(call efi_image,$(EFI_TEST_OUT)/tpltest,tests/efi/tpltest.c $(EFI_RUNTIME),app))
+$(eval $(call efi_image,$(EFI_TEST_OUT)/blkbench,tests/efi/blkbench.c platform/fat.c $(EFI_RUNTIME),app))
+$(eval $(call efi_image,$(EFI_TEST_OUT)/drvload,tests/efi/drvload.c $(EFI_RUNTIME),app))
+$(eval $(call efi_image,$(EFI_TEST_OUT)/exitbs,tests/efi/exitbs.c $(EFI_RUNTIME),app))
+$(eval $(call efi_image,$(EFI_TEST_OUT)/retloader,tests/efi/retloader.c $(EFI_RUNTIME),app))
 
 # The configuration parser is plain C: test it on the host, sanitized.
-$(EFI_OUT)/host/test_config: efi/test_config.c efi/config.c efi/config.h
+$(EFI_TEST_OUT)/test_config: tests/efi/test_config.c efi/config.c efi/config.h
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -Iefi efi/test_config.c efi/config.c $(SAN_LDFLAGS) -o $@
+	$(CC) $(SAN_CFLAGS) -Iefi tests/efi/test_config.c efi/config.c $(SAN_LDFLAGS) -o $@

@@ -35,7 +35,7 @@
  * that writes the ESP's FAT itself.
  */
 #include "console.h"
-#include "disk.h"
+#include "mount.h"
 
 /* The vendor GUID of our variables. */
 #define GUARD_VARIABLE_GUID \
@@ -108,13 +108,13 @@ bool guard_left_behind(struct disk_set *set, const struct mounted_disk *disk)
 /* Set or clear the FAT read-only attribute (through a handle opened for reading). */
 static EFI_STATUS set_read_only(struct disk_set *set, const char *path, bool read_only)
 {
-    struct file_change change = { 0 };
+    struct efi_esp_change change = { 0 };
 
     if (read_only)
         change.set_attributes = EFI_FILE_READ_ONLY;
     else
         change.clear_attributes = EFI_FILE_READ_ONLY;
-    return disk_change_file(set, path, &change);
+    return efi_esp_change_file(&set->esp, path, &change);
 }
 
 EFI_STATUS guard_set(struct disk_set *set, struct mounted_disk *disk)
@@ -124,7 +124,7 @@ EFI_STATUS guard_set(struct disk_set *set, struct mounted_disk *disk)
     EFI_STATUS status;
 
     /* Without a FAT driver on the ESP, nothing in the firmware can delete the file. */
-    if (!set->file_system)
+    if (!set->esp.file_system)
         return EFI_SUCCESS;
     guard_identify(set, disk, &record, name, ARRAY_SIZE(name));
     status = efi_systab->RuntimeServices->SetVariable(name, &guard_variable_guid,

@@ -1,5 +1,5 @@
 /*
- * shutdown.c - close a disk set's images when the platform goes away (see disk.h).
+ * shutdown.c - close a disk set's images when the platform goes away (see mount.h).
  *
  *   - ResetSystem: the reset notification (UEFI 2.7), when the firmware has it;
  *   - the event group "before ExitBootServices" (UEFI 2.8), where boot services still
@@ -10,7 +10,7 @@
  * Writes of new blocks are committed as they happen (blockio.c), so even a power cut
  * leaves each file consistent; these closes only mark the logs clean.
  */
-#include "disk.h"
+#include "mount.h"
 
 /*
  * UEFI 2.7 section 8.5.1 (not in gnu-efi 3.0.15, whose EFI_RESET_SYSTEM also returns

@@ -55,6 +55,29 @@ void efi_free(void *memory)
         efi_bs->FreePool(memory);
 }
 
+uint64_t efi_ticks(void)
+{
+    uint32_t low, high;
+
+    __asm__ __volatile__("rdtsc" : "=a"(low), "=d"(high));
+    return ((uint64_t)high << 32) | low;
+}
+
+uint64_t efi_ticks_per_ms(void)
+{
+    static uint64_t per_ms;
+
+    if (!per_ms) {
+        uint64_t start = efi_ticks();
+
+        efi_bs->Stall(100000);
+        per_ms = (efi_ticks() - start) / 100;
+        if (!per_ms)
+            per_ms = 1;
+    }
+    return per_ms;
+}
+
 EFI_TPL efi_current_tpl(void)
 {
     EFI_TPL tpl = efi_bs->RaiseTPL(TPL_HIGH_LEVEL);

@@ -43,6 +43,13 @@ void *efi_allocate(size_t size);
 void *efi_allocate_zero(size_t size);
 void efi_free(void *memory);
 
+/*
+ * Time for progress lines and benchmarks: the time-stamp counter, and its ticks per
+ * millisecond (measured once against Stall, 100 ms; at least 1).
+ */
+uint64_t efi_ticks(void);
+uint64_t efi_ticks_per_ms(void);
+
 /* The current TPL, without changing it (RaiseTPL to HIGH_LEVEL and back). */
 EFI_TPL efi_current_tpl(void);
 

@@ -12,7 +12,7 @@
  *      vhdxboot.cfg beside this file.  The syntax of vhdx.cfg plus loader=PATH; the
  *      first image= line is the boot disk, further image= lines are mounted too (the
  *      loader and the OS see them) but never searched for the loader;
- *   3. mount the disks with the driver's own module (disk.c, linked in: one file on the
+ *   3. mount the disks with the driver's own module (mount.h, linked in: one file on the
  *      ESP does the whole job, and no driver stays behind when the loader returns); a
  *      file vhdx.efi (or any program of ours) mounted already is used as it is;
  *   4. find the loader: among the file systems the firmware mounted on the boot disk
@@ -33,7 +33,7 @@
  * StartImage has not returned.
  */
 #include "console.h"
-#include "disk.h"
+#include "mount.h"
 
 #define VHDXBOOT_VERSION "0.1.0"
 #define VHDXBOOT_CONFIG_NAME "vhdxboot.cfg"
@@ -205,6 +205,10 @@ static EFI_STATUS find_boot_disk(struct boot *boot)
     if (handle && efi_bs->HandleProtocol(handle, &efi_device_path_guid,
                                          (void **)&boot->disk_device) == EFI_SUCCESS) {
         boot->disk_borrowed = tag->owner != efi_image_handle;
+        if (tag->flags & DISK_TAG_RAM)
+            con_print("vhdxboot: %s is a RAM disk: everything written to it, by the loader "
+                      "or the OS, lives in memory and is lost at power-off; the file is not "
+                      "changed\n", boot->disk_path);
         return EFI_SUCCESS;
     }
     give_up("%s: the boot disk could not be mounted (the reason is above)",

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """run_demo.py - `make run`: boot Linux from a VHDX file on the EFI System Partition.
 
-    run_demo.py [--build DIR] [--loader sdboot|grub] [--secure-boot] [--run-dir DIR]
-                [--timeout SECONDS]
+    run_demo.py [--build DIR] [--loader sdboot|grub] [--secure-boot] [--mode ram]
+                [--run-dir DIR] [--timeout SECONDS]
 
 1. the demo disk (ovmf-scripts/demo/build-demo.sh, cached in BUILD/demo): a GPT disk
    whose ESP holds systemd-boot (or GRUB, --loader grub), Debian's cloud kernel and a
@@ -29,6 +29,14 @@ by itself soon after), 1 with the reason otherwise (time limit, the firmware fel
 to its shell, QEMU exited early, a kernel panic), 2 for a bad command line or a missing
 build product.  Everything in steps 1-3 is reused while its inputs are unchanged.
 
+--mode ram (`make run MODE=ram`) boots the RAM-disk demo instead (build-ramdemo.sh:
+systemd-boot, the kernel and an initramfs holding only busybox and Debian's NVDIMM
+modules, the root on an ext4 partition of the disk) with `image=\\demo.vhdx ram`:
+vhdxboot.efi copies the disk into memory and publishes it as a RAM disk with an ACPI
+NFIT; the kernel finds its root (root=PARTUUID=) on /dev/pmem0p2, writes a file there
+and powers off.  It passes when the root device line appears and the .vhdx on the ESP
+is byte-identical afterwards.
+
 The last line says PASS or FAILED, and why.  tests/boot.test imports this module for
 the same steps; tests/secureboot.test runs it with --secure-boot.
 """
@@ -51,6 +59,10 @@ import secureboot  # noqa: E402
 MiB = 1 << 20
 DEMO_SOURCES = [os.path.join(HERE, "demo", n)
                 for n in ("build-demo.sh", "init.sh", "mkcpio.py")]
+RAM_SOURCES = [os.path.join(HERE, "demo", n)
+               for n in ("build-ramdemo.sh", "ram-init.sh", "ram-root-init.sh", "mkcpio.py")]
+# The RAM disk must fit in the guest's memory beside the kernel.
+RAM_MEMORY_MIB = 1024
 LOADERS = {"sdboot": "DISK_SDBOOT", "grub": "DISK_GRUB"}
 OUTER_ESP_SIZE = 256 * MiB
 BOOT_CONFIG = "\r\n".join([
@@ -119,6 +131,21 @@ def ensure_demo(build, log=say):
     return out, read_env(env_path)
 
 
+def ensure_ram_demo(build, log=say):
+    """The RAM-disk demo disk (BUILD/demo/disk-ram.raw) after ensure_demo; returns the
+    directory and demo.env plus ramdemo.env as one dict."""
+    out, env = ensure_demo(build, log)
+    env_path = os.path.join(out, "ramdemo.env")
+    if not newer(env_path, RAM_SOURCES + [os.path.join(out, "demo.env")]):
+        p = subprocess.run([os.path.join(HERE, "demo", "build-ramdemo.sh"), out],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if p.returncode != 0:
+            raise Failure("building the RAM-disk demo disk failed:\n" + p.stdout.rstrip())
+        log("RAM-disk demo disk built: " + os.path.join(out, "disk-ram.raw"))
+    env.update(read_env(env_path))
+    return out, env
+
+
 def make_vhdx(raw, vhdx, block_size=None):
     """A dynamic VHDX holding the raw disk (qemu-img), unless it is up to date."""
     if newer(vhdx, [raw]):
@@ -168,15 +195,15 @@ class Watch:
     to ovmf.Boot."""
 
     def __init__(self, disks, workdir, echo=None, virtio=(), secure_boot=False,
-                 varstore=None):
+                 varstore=None, memory=512):
         extra = []
         for disk in disks[1:]:
             extra += ["-drive", "file=%s,format=raw,if=ide" % disk]
         for disk in virtio:
             extra += ["-drive", "file=%s,format=raw,if=virtio" % disk]
         self.start = time.time()
-        self.boot = ovmf.Boot(disks[0], workdir, extra=extra, secure_boot=secure_boot,
-                              varstore=varstore)
+        self.boot = ovmf.Boot(disks[0], workdir, memory=memory, extra=extra,
+                              secure_boot=secure_boot, varstore=varstore)
         self.echo = echo
         self.shown = 0
         self.seen = {}
@@ -310,6 +337,94 @@ KERNEL_SECURE_BOOT = "EFI stub: UEFI Secure Boot is enabled."
 FIRMWARE_REFUSED = r'^BdsDxe: failed to load Boot\w+ "UEFI QEMU HARDDISK[^"]*" from .*$'
 
 
+def ram_config(extra=""):
+    """vhdxboot.cfg for the RAM-disk demo (`extra`: more keys for its image= line)."""
+    return ("image=\\demo.vhdx ram%s\r\n" % extra).encode()
+
+
+def prepare_ram(build, run_dir, log=say, config=None):
+    """Steps 1-3 for the RAM-disk demo; returns (outer ESP to boot, env, the VHDX's
+    SHA-256 before the boot)."""
+    import hashlib
+    efi = os.path.join(build, "efi", "vhdxboot.efi")
+    if not os.path.exists(efi):
+        raise Failure("%s is missing: run make first" % efi)
+    demo, env = ensure_ram_demo(build, log)
+    os.makedirs(run_dir, exist_ok=True)
+    vhdx = os.path.join(run_dir, "demo-ram.vhdx")
+    if make_vhdx(os.path.join(demo, env["RAM_DISK"]), vhdx):
+        log("converted %s to a dynamic VHDX: %s" % (env["RAM_DISK"], vhdx))
+    esp = os.path.join(run_dir, "esp-ram.img")
+    files = {"EFI/BOOT/BOOTX64.EFI": efi, "EFI/BOOT/vhdxboot.cfg": config or ram_config(),
+             "demo.vhdx": vhdx}
+    make_outer_esp(esp, files)
+    with open(vhdx, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return esp, env, digest
+
+
+def esp_vhdx_digest(esp, run_dir):
+    """SHA-256 of \\demo.vhdx as it is on the ESP image now."""
+    import hashlib
+    path = extract(esp, "demo.vhdx", os.path.join(run_dir, "after-ram.vhdx"))
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    os.unlink(path)
+    return digest
+
+
+def run_ram(build, timeout, run_dir=None):
+    t0 = time.time()
+    run_dir = run_dir or os.path.join(build, "run")
+    try:
+        esp, env, before = prepare_ram(build, run_dir)
+    except Failure as e:
+        say("FAILED: %s" % e)
+        return 1
+    log_path = os.path.join(run_dir, "ram.log")
+    say("booting OVMF (QEMU, TCG, %d MiB) from %s with \\demo.vhdx as a RAM disk; serial "
+        "console follows, log in %s" % (RAM_MEMORY_MIB, esp, log_path))
+    print("-" * 78, flush=True)
+    watch = Watch([esp], run_dir, echo=lambda line: print(line, flush=True),
+                  memory=RAM_MEMORY_MIB)
+    outcome = watch.wait({"root": r"^VHDX-EFI RAM DEMO: root on (\S+)", "shell": r"^Shell> ",
+                          "panic": r"Kernel panic",
+                          "gave_up": r"^vhdxboot: .*returning to the firmware$"}, timeout)
+    exited = watch.finish(20 if outcome == "root" else 2)
+    print("-" * 78, flush=True)
+    log = watch.boot.log
+    with open(log_path, "w") as f:
+        f.write(log)
+    root = re.search(r"^VHDX-EFI RAM DEMO: root on (\S+)", log, re.M)
+    same = esp_vhdx_digest(esp, run_dir) == before
+    if outcome == "root" and root.group(1).startswith("/dev/pmem0p") and same and \
+            "VHDX-EFI RAM DEMO: wrote /written-at-boot.txt" in log:
+        say("PASS: Linux booted from \\demo.vhdx copied into memory by vhdxboot.efi: root on "
+            "%s (RAM disk), a file written there; the initramfs holds busybox and Debian's "
+            "NVDIMM modules only; \\demo.vhdx on the ESP byte-identical afterwards; root "
+            "device %.1f s after QEMU started%s; total %.1f s" % (
+                root.group(1), watch.seen["root"],
+                "" if exited else " (QEMU did not power off by itself: stopped)",
+                time.time() - t0))
+        return 0
+    if outcome == "root" and not root.group(1).startswith("/dev/pmem0p"):
+        reason = "the root is on %s, not on the RAM disk" % root.group(1)
+    elif outcome == "root" and not same:
+        reason = "\\demo.vhdx changed on the ESP"
+    elif outcome == "root":
+        reason = "the file was not written on the root"
+    elif outcome == "shell":
+        reason = "the firmware fell back to the UEFI Shell"
+    elif outcome == "panic":
+        reason = "the kernel panicked"
+    elif outcome == "gave_up":
+        reason = "vhdxboot.efi gave up (%s)" % last_vhdxboot_error(log)
+    else:
+        reason = "no root device line within %d s" % timeout
+    say("FAILED: %s; log in %s" % (reason, log_path))
+    return 1
+
+
 def run(build, loader, timeout, run_dir=None, secure_boot=False):
     t0 = time.time()
     run_dir = run_dir or os.path.join(build, "run")
@@ -406,6 +521,8 @@ def main():
     ap.add_argument("--loader", default="sdboot", choices=sorted(LOADERS))
     ap.add_argument("--secure-boot", action="store_true",
                     help="sign and boot under Secure Boot (snakeoil keys; systemd-boot)")
+    ap.add_argument("--mode", choices=["disk", "ram"], default="disk",
+                    help="ram: the RAM-disk demo (the disk copied into memory, root on pmem)")
     ap.add_argument("--run-dir", help="where the run's files go (default BUILD/run)")
     ap.add_argument("--timeout", type=int, default=300,
                     help="seconds to wait for the init banner (default 300)")
@@ -414,12 +531,18 @@ def main():
         say("FAILED: Secure Boot boots the systemd-boot disk only (LOADER=sdboot): the "
             "demo's GRUB is not signed, and under Secure Boot GRUB wants shim")
         return 2
+    if args.mode == "ram" and (args.secure_boot or args.loader != "sdboot"):
+        say("FAILED: MODE=ram boots its own demo disk (systemd-boot), without Secure Boot")
+        return 2
     firmware = [ovmf.OVMF_CODE_SECBOOT, ovmf.OVMF_VARS_SNAKEOIL] if args.secure_boot else \
         [ovmf.OVMF_CODE, ovmf.OVMF_VARS]
     for f in firmware:
         if not os.path.exists(f):
             say("FAILED: %s is missing (package ovmf; scripts/deps.sh)" % f)
             return 2
+    if args.mode == "ram":
+        return run_ram(os.path.abspath(args.build), args.timeout,
+                       args.run_dir and os.path.abspath(args.run_dir))
     return run(os.path.abspath(args.build), args.loader, args.timeout,
                args.run_dir and os.path.abspath(args.run_dir), args.secure_boot)
 

@@ -9,8 +9,14 @@
  * a call to the partition's own Block I/O (aligned requests, zero copy) or Disk I/O
  * (the rest: unaligned offsets, lengths or buffers).
  *
- * The file never grows here: the driver extends it through EFI_FILE_PROTOCOL before
- * mapping (efi/disk.c), and grow() only says whether a size fits in what was mapped.
+ * The file grows only while it is "growable" (efi_esp_file.growable): at mount, before
+ * the disk is served, grow() extends it through EFI_FILE_PROTOCOL (the firmware FAT
+ * driver zero-fills the new clusters) and maps it again.  Once the disk is served, grow()
+ * only says whether a size fits in what was mapped.
+ *
+ * Differencing parents: open_sibling maps another file of the same ESP, read-only (the
+ * path relative to this file's directory, or from the ESP's root when it starts with
+ * '\'); close unmaps it and frees it.
  */
 #ifndef VHDX_PLATFORM_EFI_ESP_H
 #define VHDX_PLATFORM_EFI_ESP_H
@@ -33,7 +39,13 @@ struct efi_esp {
     uint32_t io_align;              /* 1 when the device has no requirement */
     uint64_t size;                  /* bytes */
     bool read_only;                 /* the medium refuses writes */
+    /* The firmware's FAT driver on the partition: reading files, changing their size and
+     * attributes (never while a disk is served).  NULL when there is none. */
+    EFI_SIMPLE_FILE_SYSTEM_PROTOCOL *file_system;
 };
+
+/* Paths on the ESP: UTF-8, '\' separators, NUL included. */
+#define EFI_ESP_PATH_MAX 256
 
 /* One mapped file. */
 struct efi_esp_file {
@@ -48,7 +60,13 @@ struct efi_esp_file {
 
     bool read_only;                 /* refuse writes (VHDX_PLATFORM_READ_ONLY) */
     bool verbose;                   /* pass the core's info messages on */
-    bool quiet;                     /* pass no message on (a probing open) */
+    bool growable;                  /* grow() may extend the file (not while served) */
+    /* A parent opened through open_sibling: the file of the chain's child, whose
+     * boot_services_gone and verbose settings it follows (NULL for the child). */
+    struct efi_esp_file *child;
+    /* The child: its parents as they were opened (nearest first), while they are. */
+    struct efi_esp_file *parents;
+    struct efi_esp_file *next_parent;
     /*
      * After ExitBootServices has begun, a last flush and close must not change the
      * memory map: allocate() then serves only from exit_memory (set aside when the file
@@ -92,5 +110,30 @@ void efi_esp_unmap(struct efi_esp_file *file);
 
 /* Fill `platform` with the callbacks on `file` (which must stay where it is). */
 void efi_esp_platform(struct efi_esp_file *file, struct vhdx_platform *platform);
+
+/* --- files through the firmware's FAT driver (never while a disk is served) ---------- */
+
+/* Open a file of the ESP by its UTF-8 path (EFI_UNSUPPORTED without a FAT driver). */
+EFI_STATUS efi_esp_open_file(const struct efi_esp *esp, const char *path, UINT64 mode,
+                             EFI_FILE_PROTOCOL **root, EFI_FILE_PROTOCOL **file);
+
+/* What efi_esp_change_file changes: the size, and attribute bits (EFI_FILE_READ_ONLY...). */
+struct efi_esp_change {
+    bool resize;
+    uint64_t size;
+    uint64_t set_attributes;
+    uint64_t clear_attributes;
+};
+
+/* Change a file's size or attributes, durably (the FAT driver's cache and the device's
+ * are flushed: the mapping reads the partition directly next). */
+EFI_STATUS efi_esp_change_file(const struct efi_esp *esp, const char *path,
+                               const struct efi_esp_change *change);
+
+/* Free bytes of the ESP's file system, as its FAT driver counts them. */
+EFI_STATUS efi_esp_free_space(const struct efi_esp *esp, uint64_t *free_bytes);
+
+/* Make `path` an empty file: delete it when it exists (read-only mark or not), create it. */
+EFI_STATUS efi_esp_new_file(const struct efi_esp *esp, const char *path);
 
 #endif

@@ -2,12 +2,17 @@
 # ovmf.sh - vhdx.efi read throughput inside OVMF (QEMU, TCG), against the ESP it sits on.
 #
 # One boot: vhdx.efi mounts a 256 MiB fixed VHDX (random content, blocks in order, made
-# by tests/vhdxgen.py) read-only from the ESP, then efi/blkbench.c reads
+# by tests/vhdxgen.py) read-only from the ESP, then tests/efi/blkbench.c reads
 #   - 256 MiB through vhdx.efi's Block I/O in 1 MiB requests, and the same file bytes
 #     straight through the ESP partition's Block I/O (the limit the driver sits on);
 #   - 8192 random 4 KiB requests through both, at the same offsets;
 # best of 5 rounds each, and checks both paths returned the same bytes.  Prints MiB/s and
 # the ratio (goal: at least 0.9 for 1 MiB requests) and the size of vhdx.efi.
+#
+# A second boot (issue 13): vhdx.efi mounts the same file with `ram`, copying it into
+# memory at mount (its own summary line gives the MiB/s), between two runs of
+# `blkbench.efi --direct` reading the same bytes straight through the ESP's Block I/O;
+# the ratio of the copy to the best direct read is printed (goal: at least 0.9).
 #
 # Usage: BUILD=$PWD/build tests/bench/ovmf.sh   (make bench runs it through tests/bench/)
 # Exit status: 0 when the benchmark ran and the data matched, 1 otherwise.
@@ -25,9 +30,9 @@ fi
 cleanup() { [ $own_work -eq 1 ] && rm -rf "$WORK"; return 0; }
 trap cleanup EXIT
 
-for f in vhdx.efi blkbench.efi; do
-    if [ ! -f "$BUILD/efi/$f" ]; then
-        echo "ovmf bench: $BUILD/efi/$f is missing (run make)" >&2
+for f in efi/vhdx.efi tests/efi/blkbench.efi; do
+    if [ ! -f "$BUILD/$f" ]; then
+        echo "ovmf bench: $BUILD/$f is missing (run make)" >&2
         exit 1
     fi
 done
@@ -74,9 +79,9 @@ payload = offsets[0]
 nsh = ("fs0:\r\nload vhdx.efi\r\nblkbench.efi \\bench.vhdx %d %d %d\r\nreset -s\r\n"
        % (payload, MIB, RANDOM_COUNT)).encode()
 esp = os.path.join(WORK, "esp-bench.img")
-ovmf.esp_image(esp, MIB * M + 64 * M, {
+esp_off = ovmf.esp_image(esp, MIB * M + 64 * M, {
     "vhdx.efi": os.path.join(BUILD, "efi", "vhdx.efi"),
-    "blkbench.efi": os.path.join(BUILD, "efi", "blkbench.efi"),
+    "blkbench.efi": os.path.join(BUILD, "tests", "efi", "blkbench.efi"),
     "vhdx.cfg": b"image=\\bench.vhdx ro\r\n", "startup.nsh": nsh, "bench.vhdx": path})
 os.unlink(path)
 log, exited = ovmf.boot(esp, WORK, timeout=900, memory=1024)
@@ -92,6 +97,33 @@ for l in lines:
         ratio = float(l.split("ratio ")[1].split(",")[0])
         print("ovmf bench: 1 MiB ratio %.3f: %s" % (ratio, "goal met (>= 0.9)" if ratio >= 0.9
                                                    else "BELOW the 0.9 goal"))
+
+# The RAM-disk copy against a direct read of the same bytes, in one boot.
+import re
+direct = ("blkbench.efi --direct \\bench.vhdx %d %d\r\n" % (payload, MIB))
+ovmf.fat_put(esp, {"vhdx.cfg": b"image=\\bench.vhdx ram\r\n",
+                   "startup.nsh": ("fs0:\r\n" + direct + "load vhdx.efi\r\n" + direct +
+                                   "reset -s\r\n").encode()}, esp_off)
+log, exited = ovmf.boot(esp, WORK, timeout=900, memory=1024)
+with open(os.path.join(WORK, "bench-ram.log"), "w") as f:
+    f.write(log)
+directs = [tuple(map(float, m)) for m in re.findall(
+    r"blkbench: direct sequential 1 MiB into fresh memory: ([\d.]+) MiB/s; best of \d+ "
+    r"rounds: ([\d.]+) MiB/s", log)]
+copy = re.search(r"copied into memory: .* in ([\d.]+) s, ([\d.]+) MiB/s", log)
+print("\n".join(l for l in log.splitlines() if "copied into memory" in l or "direct sequential" in l))
+if exited and copy and directs:
+    rate = float(copy.group(2))
+    fresh, warm = max(d[0] for d in directs), max(d[1] for d in directs)
+    # The copy fills memory never touched before (under TCG the first touch of guest
+    # memory costs as much as the read), so the like-for-like baseline is the direct
+    # read's first pass into fresh memory; the best pass into warm memory is the ceiling.
+    print("ovmf bench: RAM-disk copy %.1f MiB/s; direct read into fresh memory %.1f MiB/s: "
+          "ratio %.3f (goal >= 0.9); into warm memory %.1f MiB/s: ratio %.3f" % (
+              rate, fresh, rate / fresh, warm, rate / warm))
+else:
+    print("ovmf bench: the RAM-disk boot failed; the log is in %s" % os.path.join(WORK, "bench-ram.log"))
+    ok = False
 if not ok:
     print("ovmf bench: failed; the log is in %s" % os.path.join(WORK, "bench.log"))
 sys.exit(0 if ok else 1)

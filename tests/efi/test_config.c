@@ -7,6 +7,7 @@
  *                               "loader PATH line=N" (only when loader= is given),
  *                               "error LINE: MESSAGE" and "errors N"
  *   test_config --resolve DIR PATH   print the canonical path, or "refused: WHY"
+ *   test_config --join DIR PATH      the same with '..' allowed (differencing parents)
  *
  * Exit status 0 unless the harness itself failed.
  */
@@ -41,10 +42,11 @@ int main(int argc, char **argv)
     size_t size, length;
     FILE *f;
 
-    if (argc == 4 && strcmp(argv[1], "--resolve") == 0) {
+    if (argc == 4 && (strcmp(argv[1], "--resolve") == 0 || strcmp(argv[1], "--join") == 0)) {
         char out[CONFIG_PATH_MAX];
 
-        why = config_resolve_path(argv[2], argv[3], out, sizeof out);
+        why = argv[1][2] == 'r' ? config_resolve_path(argv[2], argv[3], out, sizeof out)
+                                : config_join_path(argv[2], argv[3], true, out, sizeof out);
         if (why)
             printf("refused: %s\n", why);
         else
@@ -52,7 +54,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc != 2) {
-        fprintf(stderr, "usage: test_config FILE | --resolve DIR PATH\n");
+        fprintf(stderr, "usage: test_config FILE | --resolve DIR PATH | --join DIR PATH\n");
         return 2;
     }
     f = fopen(argv[1], "rb");
@@ -76,11 +78,12 @@ int main(int argc, char **argv)
 
         printf("disk %s ro=%d verbose=%d", d->path, d->read_only, d->verbose);
         print_reserve(d->expand, d->reserve_given, (unsigned long long)d->reserve);
-        printf(" line=%u\n", d->line);
+        printf(" line=%u%s%s%s\n", d->line, d->ram ? " ram" : "",
+               d->own_nfit ? " own_nfit" : "", d->snapshot ? " snapshot" : "");
     }
     printf("global verbose=%d", config->verbose);
     print_reserve(config->expand, config->reserve_given, (unsigned long long)config->reserve);
-    printf("\n");
+    printf("%s\n", config->own_nfit ? " own_nfit" : "");
     if (config->loader_line)
         printf("loader %s line=%u\n", config->loader, config->loader_line);
     printf("errors %u\n", config->errors);
