@@ -29,7 +29,9 @@ EFI_ARCH     := x86_64
 EFI_SIZE_LIMIT := 131072
 
 # uefi-notes.md: EFIAPI must mean ms_abi (GNU_EFI_USE_MS_ABI), efi_main stays SysV.
-EFI_CFLAGS   := -std=gnu11 -O2 -g $(WARN) -isystem $(GNUEFI_INC) -isystem $(GNUEFI_INC)/$(EFI_ARCH) \
+# -Os, as EDK II builds its own drivers: 19 KiB smaller than -O2, and make bench's OVMF
+# read ratios did not move (0.99 sequential, 0.98-0.99 random 4 KiB, both ways).
+EFI_CFLAGS   := -std=gnu11 -Os -g $(WARN) -isystem $(GNUEFI_INC) -isystem $(GNUEFI_INC)/$(EFI_ARCH) \
                 -Icore -Iplatform -Iefi -DGNU_EFI_USE_MS_ABI -ffreestanding -fpic \
                 -fshort-wchar -mno-red-zone -fno-stack-protector -fno-stack-check \
                 -fno-strict-aliasing -fno-builtin -maccumulate-outgoing-args
@@ -55,8 +57,10 @@ EFI_OBJ       = $(patsubst %.S,$(EFI_OUT)/obj/%.o,$(patsubst %.c,$(EFI_OUT)/obj/
 # The pieces every image links: system table access, console output, memory functions.
 EFI_RUNTIME  := efi/system.c efi/console.c efi/compiler.c
 # The reusable mount module (configuration -> open -> Block I/O), shared by the driver
-# and the boot program: the core, the FAT mapper and the ESP platform backend.
-EFI_MOUNT    := $(CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c \
+# and the boot program: the core, the FAT mapper and the ESP platform backend.  The
+# core's merging (vhdx_merge) is the host tool's alone, so it stays out (~1.5 KiB).
+EFI_CORE_SRC := $(filter-out core/merge.c,$(CORE_SRC))
+EFI_MOUNT    := $(EFI_CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c \
                 efi/configure.c efi/diskset.c efi/snapshot.c efi/map.c efi/open.c efi/room.c \
                 efi/registry.c efi/guard.c efi/blockio.c efi/ramdisk.c efi/acpi.c \
                 efi/shutdown.c
@@ -84,7 +88,8 @@ gnu-efi-present:
 	         "run scripts/deps.sh as root, or install it and set GNUEFI_INC and GNUEFI_LIB" >&2; \
 	    exit 1; }
 
-$(EFI_OUT)/obj/%.o: %.c $(EFI_HDR) | gnu-efi-present
+# efi.mk itself: a change of flags rebuilds the objects.
+$(EFI_OUT)/obj/%.o: %.c $(EFI_HDR) efi/efi.mk | gnu-efi-present
 	@mkdir -p $(dir $@)
 	$(CC) $(EFI_CFLAGS) -c $< -o $@
 
