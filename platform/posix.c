@@ -17,6 +17,14 @@
  * stale but can be wrong.  OFD locks (not flock) because QEMU takes OFD byte-range locks
  * on its images: a `qemu-img` or `qemu-io` on an image we hold is refused by QEMU, and
  * one QEMU holds is refused here.
+ *
+ * POSIX_DIRECT (for `vhdx attach`, which may serve the root file system): I/O bypasses
+ * the page cache (O_DIRECT), so serving a request never needs page-cache memory or its
+ * writeback.  Requests whose offset, length or buffer are not DIRECT_ALIGN-aligned go
+ * through a second, buffered descriptor of the same file (Linux keeps the two coherent:
+ * a direct read writes back cached pages of its range first, a direct write drops them);
+ * the core's own buffers are allocated aligned, so those are rare.  A file system
+ * without O_DIRECT is used buffered.
  */
 #include "posix.h"
 
@@ -29,14 +37,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define DIRECT_ALIGN 4096u
+
+/* The descriptor for a request: the direct one when it is aligned. */
+static int fd_for(const struct posix_file *file, uint64_t offset, const void *buffer,
+                  size_t length)
+{
+    if (file->direct_fd >= 0 &&
+        !((offset | length | (uintptr_t)buffer) & (DIRECT_ALIGN - 1)))
+        return file->direct_fd;
+    return file->fd;
+}
+
 static int posix_read(void *context, uint64_t offset, void *buffer, size_t length)
 {
     struct posix_file *file = context;
     uint8_t *p = buffer;
+    int fd = fd_for(file, offset, buffer, length);
 
     file->reads++;
     while (length) {
-        ssize_t n = pread(file->fd, p, length, (off_t)offset);
+        ssize_t n = pread(fd, p, length, (off_t)offset);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -57,10 +78,11 @@ static int posix_write(void *context, uint64_t offset, const void *buffer, size_
     const uint8_t *p = buffer;
     uint64_t start = offset;
     size_t written = length;
+    int fd = fd_for(file, offset, buffer, length);
 
     file->writes++;
     while (length) {
-        ssize_t n = pwrite(file->fd, p, length, (off_t)offset);
+        ssize_t n = pwrite(fd, p, length, (off_t)offset);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -71,7 +93,7 @@ static int posix_write(void *context, uint64_t offset, const void *buffer, size_
         length -= (size_t)n;
     }
     /* Large writes: start writeback now, so the next flush has less left to wait for. */
-    if (written >= WRITE_BEHIND_MIN)
+    if (written >= WRITE_BEHIND_MIN && fd == file->fd)
         sync_file_range(file->fd, (off_t)start, (off_t)written, SYNC_FILE_RANGE_WRITE);
     return VHDX_OK;
 }
@@ -145,9 +167,13 @@ static int posix_discard(void *context, uint64_t offset, uint64_t length)
     return VHDX_E_IO;
 }
 
+/* Direct I/O: the core's buffers (cache pages, log pages) start aligned. */
 static void *posix_allocate(void *context, size_t size)
 {
-    (void)context;
+    struct posix_file *file = context;
+
+    if (file->direct_fd >= 0 && size >= DIRECT_ALIGN)
+        return aligned_alloc(DIRECT_ALIGN, (size + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1));
     return malloc(size);
 }
 
@@ -193,11 +219,18 @@ static int posix_lock(int fd, bool writable)
 int posix_file_open(struct posix_file *file, const char *path, bool writable,
                     struct vhdx_platform *platform)
 {
-    int err;
+    return posix_file_open_with(file, path, writable, 0, platform);
+}
+
+int posix_file_open_with(struct posix_file *file, const char *path, bool writable,
+                         unsigned flags, struct vhdx_platform *platform)
+{
+    int mode = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, err;
 
     memset(file, 0, sizeof *file);
     file->name = path;
-    file->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    file->direct_fd = -1;
+    file->fd = open(path, mode);
     if (file->fd < 0)
         return errno;
     err = posix_lock(file->fd, writable);
@@ -206,6 +239,9 @@ int posix_file_open(struct posix_file *file, const char *path, bool writable,
         file->fd = -1;
         return err;
     }
+    /* The lock belongs to the first descriptor; the direct one shares the file. */
+    if (flags & POSIX_DIRECT)
+        file->direct_fd = open(path, mode | O_DIRECT);
     file->writable = writable;
     memset(platform, 0, sizeof *platform);
     platform->context = file;
@@ -226,7 +262,9 @@ int posix_file_open(struct posix_file *file, const char *path, bool writable,
 
 void posix_file_close(struct posix_file *file)
 {
+    if (file->direct_fd >= 0)
+        close(file->direct_fd);
     if (file->fd >= 0)
         close(file->fd);
-    file->fd = -1;
+    file->fd = file->direct_fd = -1;
 }
