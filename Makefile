@@ -31,7 +31,7 @@ BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all host check bench deps clean freestanding run
 all: host firmware
-host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN)
+host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(BUILD)/static/vhdx $(UNIT_BIN) $(BENCH_BIN)
 
 $(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR) $(TOOL_HDR)
 	@mkdir -p $(dir $@)
@@ -47,6 +47,15 @@ $(BUILD)/vhdx: $(REL_OBJ) $(patsubst %.c,$(BUILD)/rel/%.o,$(TOOL_SRC))
 
 $(BUILD)/san/vhdx: $(SAN_OBJ) $(patsubst %.c,$(BUILD)/san/%.o,$(TOOL_SRC))
 	$(CC) $(SAN_LDFLAGS) $^ -o $@
+
+# The same tool linked statically, for initramfs images and /run/initramfs/shutdown
+# (nothing to load from a root file system that is not there yet, or is going away).
+# glibc warns that getaddrinfo (vhdx serve --bind NAME) would need its shared NSS
+# modules: attach, detach and the shutdown helper never call it.
+$(BUILD)/static/vhdx: $(REL_OBJ) $(patsubst %.c,$(BUILD)/rel/%.o,$(TOOL_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) -static -s $^ -o $@ 2> $@.log || { cat $@.log >&2; exit 1; }
+	@grep -v -e getaddrinfo -e 'in function' $@.log >&2 || true
 
 # Unit tests: one sanitized program per tests/c/*.c, linked with the core and host platform.
 $(BUILD)/san/tests/%: tests/c/%.c $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)

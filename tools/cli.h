@@ -17,7 +17,10 @@
 
 struct options {
     const char *command;
-    const char *image;
+    const char *image;          /* the first argument after the command (attach: IMAGE,
+                                   detach: the device) */
+    const char *device;         /* attach: the second argument, /dev/nbdN */
+    char **argv;                /* the program's own (attach marks argv[0] with '@') */
     unsigned given;             /* OPT_* bits of the options on the command line */
     int verbosity;
     uint64_t offset, length;    /* --offset, --length */
@@ -25,6 +28,7 @@ struct options {
     uint64_t port;              /* --port */
     const char *bind_address;   /* --bind */
     uint64_t cache_bytes;       /* --cache; 0: the core's default */
+    uint64_t wait_seconds;      /* --wait (attach --firmware: for the ESP to appear) */
 };
 
 /* Options, as bits of options.given. */
@@ -36,6 +40,11 @@ struct options {
 #define OPT_BIND      (1u << 5)
 #define OPT_READ_ONLY (1u << 6)
 #define OPT_CACHE     (1u << 7)
+#define OPT_FIRMWARE  (1u << 8)
+#define OPT_BACKGROUND (1u << 9)
+#define OPT_DRY_RUN   (1u << 10)
+#define OPT_ALL       (1u << 11)
+#define OPT_WAIT      (1u << 12)
 
 struct session {
     struct posix_file file;
@@ -52,10 +61,20 @@ int report(const char *image, const struct vhdx_diag *diag);
 /* Open o->image (VHDX_OPEN_WRITABLE added when `writable`); 0 or an exit status. */
 int open_image(struct session *s, const struct options *o, bool writable, unsigned flags);
 
+/* The same for `path`, with POSIX_* flags for the platform (platform/posix.h). */
+int open_image_with(struct session *s, const struct options *o, const char *path,
+                    bool writable, unsigned flags, unsigned posix_flags);
+
 /* Close (flush, clean log); 0 or an exit status. */
 int close_image(struct session *s, const char *image);
 
 /* tools/serve.c */
 int cmd_serve(const struct options *o);
+
+/* tools/attach.c */
+int cmd_attach(const struct options *o);
+int cmd_detach(const struct options *o);
+/* This program run as /run/initramfs/shutdown ACTION (systemd's shutdown pivot). */
+int shutdown_main(int argc, char **argv);
 
 #endif

@@ -40,6 +40,13 @@ static const char usage_text[] =
     "  serve IMAGE (--socket PATH | --port N [--bind ADDR]) [--read-only]\n"
     "                                       serve the disk over NBD until SIGTERM or\n"
     "                                       SIGINT (TCP: 127.0.0.1 unless --bind)\n"
+    "  attach IMAGE [/dev/nbdN] [--read-only] [--background]\n"
+    "                                       the kernel's NBD device on the disk; prints\n"
+    "                                       the device; serves until detached\n"
+    "  attach --firmware [--read-only] [--dry-run] [--wait SECONDS]\n"
+    "                                       (initramfs) attach what the firmware handed\n"
+    "                                       over, or the vhdx= kernel parameter\n"
+    "  detach /dev/nbdN | --all             disconnect; the image is flushed and closed\n"
     "\n"
     "Options:\n"
     "  -v, --verbose   also say what opening did (log replay, fallbacks); info -v:\n"
@@ -109,23 +116,36 @@ static const struct option_spec {
     { "--bind", OPT_BIND, VALUE_TEXT, offsetof(struct options, bind_address) },
     { "--read-only", OPT_READ_ONLY, VALUE_NONE, 0 },
     { "--cache", OPT_CACHE, VALUE_NUMBER, offsetof(struct options, cache_bytes) },
+    { "--firmware", OPT_FIRMWARE, VALUE_NONE, 0 },
+    { "--background", OPT_BACKGROUND, VALUE_NONE, 0 },
+    { "--dry-run", OPT_DRY_RUN, VALUE_NONE, 0 },
+    { "--all", OPT_ALL, VALUE_NONE, 0 },
+    { "--wait", OPT_WAIT, VALUE_NUMBER, offsetof(struct options, wait_seconds) },
 };
 
-/* The commands: which options each accepts and which it needs. */
+/* The commands: which options each accepts and which it needs; `arguments`: how many
+ * arguments follow the command (the first is IMAGE); `bare`: options with which the
+ * command needs no argument at all (it checks that itself). */
 static const struct command {
     const char *name;
     int (*run)(const struct options *o);
     unsigned accepted, required;
+    unsigned arguments, bare;
 } command_table[] = {
-    { "info", cmd_info, OPT_JSON | OPT_CACHE, 0 },
-    { "cat", cmd_cat, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, 0 },
-    { "check", cmd_check, OPT_CACHE, 0 },
-    { "write", cmd_write, OPT_OFFSET | OPT_CACHE, OPT_OFFSET },
-    { "replay", cmd_replay, OPT_CACHE, 0 },
-    { "zero", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH },
-    { "discard", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH },
-    { "map", cmd_map, OPT_JSON | OPT_CACHE, 0 },
-    { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE, 0 },
+    { "info", cmd_info, OPT_JSON | OPT_CACHE, 0, 1, 0 },
+    { "cat", cmd_cat, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, 0, 1, 0 },
+    { "check", cmd_check, OPT_CACHE, 0, 1, 0 },
+    { "write", cmd_write, OPT_OFFSET | OPT_CACHE, OPT_OFFSET, 1, 0 },
+    { "replay", cmd_replay, OPT_CACHE, 0, 1, 0 },
+    { "zero", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH, 1, 0 },
+    { "discard", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH, 1,
+      0 },
+    { "map", cmd_map, OPT_JSON | OPT_CACHE, 0, 1, 0 },
+    { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE, 0, 1,
+      0 },
+    { "attach", cmd_attach, OPT_READ_ONLY | OPT_BACKGROUND | OPT_FIRMWARE | OPT_DRY_RUN |
+      OPT_WAIT | OPT_CACHE, 0, 2, OPT_FIRMWARE },
+    { "detach", cmd_detach, OPT_ALL, 0, 1, OPT_ALL },
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -173,6 +193,8 @@ static int parse_args(int argc, char **argv, struct options *o, const struct com
             o->command = a;
         } else if (!o->image) {
             o->image = a;
+        } else if (!o->device) {
+            o->device = a;
         } else {
             return usage_error("unexpected argument '%s'", a);
         }
@@ -188,8 +210,10 @@ static int parse_args(int argc, char **argv, struct options *o, const struct com
     if ((o->given & OPT_CACHE) && (o->cache_bytes < VHDX_MIN_CACHE_BYTES ||
                                    o->cache_bytes > SIZE_MAX))
         return usage_error("%s", "--cache: not a cache size (4K or more)");
-    if (!o->image)
+    if (!o->image && !(o->given & (*command)->bare))
         return usage_error("%s: no image given", o->command);
+    if (o->device && (*command)->arguments < 2)
+        return usage_error("unexpected argument '%s'", o->device);
     for (size_t k = 0; k < COUNT(option_table); k++) {
         const struct option_spec *spec = &option_table[k];
         char text[64];
@@ -239,13 +263,19 @@ static void report_open_error(const char *image, int err, bool writable)
 
 int open_image(struct session *s, const struct options *o, bool writable, unsigned flags)
 {
+    return open_image_with(s, o, o->image, writable, flags, 0);
+}
+
+int open_image_with(struct session *s, const struct options *o, const char *path,
+                    bool writable, unsigned flags, unsigned posix_flags)
+{
     struct vhdx_open_options options;
     struct vhdx_diag diag;
     int err, rc;
 
-    err = posix_file_open(&s->file, o->image, writable, &s->platform);
+    err = posix_file_open_with(&s->file, path, writable, posix_flags, &s->platform);
     if (err) {
-        report_open_error(o->image, err, writable);
+        report_open_error(path, err, writable);
         return EXIT_USAGE;
     }
     s->file.verbosity = o->verbosity;
@@ -254,7 +284,7 @@ int open_image(struct session *s, const struct options *o, bool writable, unsign
     rc = vhdx_open_with(&s->platform, &options, &s->disk, &diag);
     if (rc) {
         posix_file_close(&s->file);
-        return report(o->image, &diag);
+        return report(path, &diag);
     }
     return 0;
 }
@@ -730,7 +760,13 @@ int main(int argc, char **argv)
 {
     struct options o;
     const struct command *command;
-    int status = parse_args(argc, argv, &o, &command);
+    const char *base = strrchr(argv[0], '/');
+    int status;
 
+    /* systemd's shutdown pivot runs /run/initramfs/shutdown (a copy of this program). */
+    if (!strcmp(base ? base + 1 : argv[0], "shutdown"))
+        return shutdown_main(argc, argv);
+    status = parse_args(argc, argv, &o, &command);
+    o.argv = argv;
     return status ? status : command->run(&o);
 }
