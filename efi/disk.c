@@ -5,6 +5,7 @@
 #include "disk.h"
 
 #include "console.h"
+#include "handoff.h"
 
 #define CONFIG_FILE_NAME "vhdx.cfg"
 #define CONFIG_FILE_MAX (64u * 1024u)
@@ -504,6 +505,7 @@ static EFI_STATUS disk_mount(struct disk_set *set, const struct config *config,
         goto err_install;
     }
     print_disk(disk);
+    handoff_publish(set, disk);
     *out = disk;
     return EFI_SUCCESS;
 
@@ -560,6 +562,7 @@ EFI_STATUS disk_set_unmount(struct disk_set *set)
         if (disk->vhdx && vhdx_close(disk->vhdx, &diag) != VHDX_OK)
             print_diag(disk->path, "closing: ", &diag);
         disk->vhdx = NULL;
+        handoff_withdraw(disk);
         set->disks = disk->next;
         set->count--;
         efi_esp_unmap(&disk->file);
@@ -580,8 +583,11 @@ void disk_set_shutdown(struct disk_set *set, bool boot_services_gone)
         /* Refuse I/O first: nothing may reach the core while it closes. */
         disk->stopped = true;
         disk->file.boot_services_gone = boot_services_gone;
+        handoff_closing(disk);
         rc = vhdx_close(disk->vhdx, &diag);
         disk->vhdx = NULL;
+        if (!boot_services_gone)
+            handoff_closed(disk, rc == VHDX_OK);
         if (boot_services_gone)
             continue;           /* no console either */
         if (rc != VHDX_OK)

@@ -41,7 +41,7 @@ EFI_RUNTIME  := efi/system.c efi/console.c efi/compiler.c
 # The reusable mount module (configuration -> open -> Block I/O), shared by the driver
 # and the boot program: the core, the FAT mapper and the ESP platform backend.
 EFI_MOUNT    := $(CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c efi/disk.c \
-                efi/blockio.c efi/shutdown.c
+                efi/blockio.c efi/shutdown.c efi/handoff.c
 
 EFI_DRIVER_SRC := efi/driver.c $(EFI_MOUNT) $(EFI_RUNTIME)
 EFI_BOOT_SRC   := efi/vhdxboot.c $(EFI_MOUNT) $(EFI_RUNTIME)

@@ -30,21 +30,24 @@
  *       56    4  VHDX block size in bytes
  *       60    4  reserved (0)
  *       64   16  VirtualDiskId (metadata, spec 2.6.2.3)
- *       80   16  FileWriteGuid  } of the header as the firmware's close left it
- *       96   16  DataWriteGuid  } (as at mount until VHDX_HANDOFF_CLOSED is set)
- *      112   16  LogGuid        } (zero after a clean close)
- *      128    8  file size in bytes (at the same moment)
+ *       80   16  FileWriteGuid  } of the header, as the firmware's close will leave
+ *       96   16  DataWriteGuid  } them
+ *      112   16  LogGuid        } (zero once CLOSED confirms a clean close)
+ *      128    8  file size in bytes
  *      136    2  path length in bytes
  *      138    2  parent count (0: differencing chains are not mounted yet)
  *      140    n  the file's path on the ESP: UTF-8, '\' separators, from the root
  *
- * The firmware writes the record when it mounts the disk (flags without CLOSED: the
- * GUIDs are those at open, and a write during the boot changes them) and again after
- * its clean close in the "before ExitBootServices" event, while SetVariable can still
- * write a volatile variable (UEFI 2.10 section 8.2: after ExitBootServices such a
- * variable is read-only); it then sets CLOSED and the GUIDs are final.  The operating
- * system checks them before it writes anything: any other writer changes FileWriteGuid
- * (spec 2.2.2), so a mismatch means the file changed after the firmware let go of it.
+ * When it is written: a volatile variable can be written only while boot services exist
+ * (UEFI 2.10 section 8.2: afterwards it is read-only), and the firmware closes its images
+ * at ExitBootServices.  So the record is written at mount, with the header GUIDs as
+ * opened, and again right after the session's first write, which renews FileWriteGuid
+ * and DataWriteGuid once (spec 2.2.2.1); the close changes neither, it only empties the
+ * log.  Where the firmware signals the "before ExitBootServices" event group (UEFI 2.8)
+ * the images are closed there and the record is written a last time, marked CLOSED.
+ * The operating system checks the GUIDs before it writes anything: any other writer
+ * renews FileWriteGuid before its first change, so a mismatch means the file changed
+ * after the firmware let go of it.
  */
 #ifndef VHDX_HANDOFF_FORMAT_H
 #define VHDX_HANDOFF_FORMAT_H

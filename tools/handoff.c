@@ -487,14 +487,11 @@ bool handoff_identity_matches(const struct handoff_disk *disk, const struct vhdx
                  disk->sector_size);
         return false;
     }
-    if (!disk->closed)
-        return true;
-    if (guid_differs("FileWriteGuid", &info->file_write_guid, &disk->file_write_guid, why) ||
-        guid_differs("DataWriteGuid", &info->data_write_guid, &disk->data_write_guid, why))
-        return false;
-    if (info->log_state != VHDX_LOG_WAS_CLEAN) {
-        snprintf(why, HANDOFF_WHY_MAX, "its log is dirty, the firmware closed it clean");
-        return false;
-    }
-    return true;
+    /* Any other writer renews FileWriteGuid before its first change (spec 2.2.2.1).  A
+     * dirty log with the firmware's GUIDs is the firmware's own (its close did not
+     * finish): replaying it is the core's job. */
+    return !guid_differs("FileWriteGuid", &info->file_write_guid, &disk->file_write_guid,
+                         why) &&
+           !guid_differs("DataWriteGuid", &info->data_write_guid, &disk->data_write_guid,
+                         why);
 }

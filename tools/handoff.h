@@ -29,7 +29,7 @@ struct handoff_disk {
     char path[VHDX_HANDOFF_PATH_MAX + 1];   /* on the ESP, '/' separators, from the root */
     bool read_only;
     bool have_identity;             /* a firmware record: the fields below are set */
-    bool closed;                    /* ... and the GUIDs are those of the clean close */
+    bool closed;                    /* ... confirmed by the firmware's clean close */
     uint32_t sector_size, block_size;
     uint64_t virtual_size;
     struct vhdx_guid disk_id, file_write_guid, data_write_guid, log_guid;
@@ -63,9 +63,9 @@ int handoff_find_esp(const struct handoff_disk *disk, unsigned wait_ms, char *de
                      size_t size, char *why);
 
 /*
- * Does the opened image match the record?  Virtual disk ID, size and sector size
- * always; FileWriteGuid, DataWriteGuid and a clean log when the record is CLOSED.
- * True, or false with `why` naming the first difference.
+ * Does the opened image match the firmware's record?  Virtual disk ID, size, sector
+ * size, FileWriteGuid and DataWriteGuid.  True (always, for a kernel parameter), or
+ * false with `why` naming the first difference.
  */
 bool handoff_identity_matches(const struct handoff_disk *disk, const struct vhdx_info *info,
                               char *why);
