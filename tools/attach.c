@@ -117,7 +117,12 @@ static void say(const struct attach *a, const char *fmt, ...)
     if (n > 0 && (size_t)n < sizeof line)
         vsnprintf(line + n, sizeof line - (size_t)n, fmt, args);
     va_end(args);
-    fprintf(stderr, "%s\n", line);
+    /* One write per line: on /dev/kmsg each write is one record. */
+    n = (int)strnlen(line, sizeof line - 2);
+    line[n++] = '\n';
+    if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+        /* Nowhere left to say it. */
+    }
 }
 
 /* Tell the waiting parent (background) how it went: "OK device" or "ERR status text". */
@@ -149,7 +154,6 @@ static void messages_to_kmsg(void)
         return;
     dup2(fd, STDERR_FILENO);
     close(fd);
-    setvbuf(stderr, NULL, _IOLBF, 0);   /* one write, one kernel log record, per line */
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -579,9 +583,8 @@ static int prepare_firmware_disk(struct attach *a)
         report_ready(a, EXIT_INVALID, text);
         return EXIT_INVALID;
     }
-    if (d->have_identity && !d->closed)
-        say(a, "warning: the firmware did not confirm its close (no \"before "
-            "ExitBootServices\" event): only the disk ID and size were checked");
+    if (info.log_state != VHDX_LOG_WAS_CLEAN)
+        say(a, "the firmware's close did not finish (the log is dirty): replaying it");
     if (info.type == VHDX_TYPE_DIFFERENCING) {
         snprintf(text, sizeof text, "vhdx attach: %s: differencing disks are not supported",
                  a->name);
@@ -897,8 +900,17 @@ static void unmount_old_root(void)
     }
     if (f)
         fclose(f);
-    /* mountinfo lists parents before children: unmount in reverse. */
-    for (unsigned i = count; i-- > 0;) {
+    /* Children first: a child's mount point is longer than its parent's. */
+    for (unsigned i = 1; i < count; i++) {
+        for (unsigned j = i; j > 0 && strlen(points[j]) > strlen(points[j - 1]); j--) {
+            char swap[512];
+
+            memcpy(swap, points[j], sizeof swap);
+            memcpy(points[j], points[j - 1], sizeof swap);
+            memcpy(points[j - 1], swap, sizeof swap);
+        }
+    }
+    for (unsigned i = 0; i < count; i++) {
         if (umount2(points[i], 0) && umount2(points[i], MNT_DETACH))
             fprintf(stderr, "vhdx shutdown: cannot unmount %s: %s\n", points[i],
                     strerror(errno));
