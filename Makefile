@@ -1,5 +1,5 @@
 # vhdx-efi build.  `make` builds everything, `make run` boots Linux from a VHDX in OVMF
-# (LOADER=grub for the GRUB disk), `make check` runs every test and ends with
+# (LOADER=sdboot or grub for the disks without a root partition), `make check` runs every test and ends with
 # "N passed, N failed", `make bench` runs the benchmarks.  Products go under build/.
 
 BUILD      := build
@@ -84,9 +84,10 @@ bench: deps
 	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/bench/run.sh
 
 # The README's main command: demo disk -> VHDX -> outer ESP with vhdxboot.efi -> OVMF.
-# deps first, then the build (not as parallel prerequisites: `make -j` would build
-# before the packages are there).
-LOADER ?= sdboot
+# LOADER=root (the default: Linux keeps its root file system inside the VHDX, booted
+# twice), sdboot or grub (the kernel's initramfs only).  deps first, then the build
+# (not as parallel prerequisites: `make -j` would build before the packages are there).
+LOADER ?= root
 run: deps
 	@$(MAKE) --no-print-directory all
 	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) --loader $(LOADER)

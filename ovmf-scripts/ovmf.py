@@ -264,7 +264,7 @@ def clean(text):
 class Boot:
     """One QEMU run; `log` is the cleaned serial output so far."""
 
-    def __init__(self, esp, workdir, memory=512, extra=(), readonly=False):
+    def __init__(self, esp, workdir, memory=512, extra=(), readonly=False, virtio=False):
         self.vars = os.path.join(workdir, "vars-%d.fd" % os.getpid())
         shutil.copyfile(OVMF_VARS, self.vars)
         cmd = [QEMU, "-machine", "q35,accel=tcg", "-m", str(memory), "-nodefaults",
@@ -276,6 +276,9 @@ class Boot:
             # QEMU's IDE/AHCI disks cannot be read-only; virtio-blk can.
             cmd += ["-drive", "file=%s,format=raw,if=none,id=esp,readonly=on" % esp,
                     "-device", "virtio-blk-pci,drive=esp"]
+        elif virtio:
+            # What Debian's cloud kernel can see (it has no AHCI driver).
+            cmd += ["-drive", "file=%s,format=raw,if=virtio" % esp]
         else:
             cmd += ["-drive", "file=%s,format=raw,if=ide" % esp]
         self.raw = bytearray()
