@@ -29,7 +29,7 @@ UNIT_BIN   = $(patsubst tests/c/%.c,$(BUILD)/san/tests/%,$(UNIT_SRC))
 BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all host check bench deps clean freestanding run
+.PHONY: all host check bench deps clean freestanding run install
 all: host firmware
 host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(BUILD)/static/vhdx $(UNIT_BIN) $(BENCH_BIN)
 
@@ -91,6 +91,32 @@ LOADER ?= root
 run: deps
 	@$(MAKE) --no-print-directory all
 	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) --loader $(LOADER)
+
+# Install what a system whose root file system lives in a VHDX needs (issue 12):
+#   $(SBINDIR)/vhdx                 the static tool (also the shutdown helper it copies
+#                                   to /run/initramfs/shutdown)
+#   $(LIBDIR)/vhdx.efi, vhdxboot.efi  the firmware programs, to copy onto the ESP
+#   the initramfs-tools hook and local-top script, and the dracut module "vhdx"
+# DESTDIR is prepended to every path; PREFIX (default /usr) sets SBINDIR and LIBDIR.
+# The initramfs generators only look in their own directories, so those do not follow
+# PREFIX (set INITRAMFS_TOOLS_DIR or DRACUT_MODULES_DIR to change them).
+PREFIX              ?= /usr
+SBINDIR             ?= $(PREFIX)/sbin
+LIBDIR              ?= $(PREFIX)/lib/vhdx-efi
+INITRAMFS_TOOLS_DIR ?= /usr/share/initramfs-tools
+DRACUT_MODULES_DIR  ?= /usr/lib/dracut/modules.d
+# install FILE DEST MODE: a copy with @SBINDIR@ replaced.
+install_file = install -d $(dir $(2)) && sed 's|@SBINDIR@|$(SBINDIR)|g' $(1) > $(2) && chmod $(3) $(2)
+
+install: $(BUILD)/static/vhdx firmware
+	install -D -m 0755 $(BUILD)/static/vhdx $(DESTDIR)$(SBINDIR)/vhdx
+	install -D -m 0644 $(BUILD)/efi/vhdx.efi $(DESTDIR)$(LIBDIR)/vhdx.efi
+	install -D -m 0644 $(BUILD)/efi/vhdxboot.efi $(DESTDIR)$(LIBDIR)/vhdxboot.efi
+	$(call install_file,dist/initramfs-tools/hooks/vhdx,$(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks/vhdx,0755)
+	$(call install_file,dist/initramfs-tools/scripts/local-top/vhdx,$(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top/vhdx,0755)
+	$(call install_file,dist/dracut/90vhdx/module-setup.sh,$(DESTDIR)$(DRACUT_MODULES_DIR)/90vhdx/module-setup.sh,0755)
+	$(call install_file,dist/dracut/90vhdx/vhdx-attach.service,$(DESTDIR)$(DRACUT_MODULES_DIR)/90vhdx/vhdx-attach.service,0644)
+	$(call install_file,dist/dracut/90vhdx/vhdx-shutdown.sh,$(DESTDIR)$(DRACUT_MODULES_DIR)/90vhdx/vhdx-shutdown.sh,0755)
 
 clean:
 	rm -rf $(BUILD)

@@ -7,7 +7,7 @@ set -eu
 PACKAGES="build-essential gnu-efi qemu-utils qemu-system-x86 ovmf python3 python3-libvhdi
 libvhdi-utils mtools dosfstools gdisk bzip2 e2fsprogs
 grub-common grub-efi-amd64-bin systemd-boot-efi busybox-static
-libnbd-bin python3-libnbd"
+libnbd-bin python3-libnbd debootstrap"
 
 missing=""
 for pkg in $PACKAGES; do
