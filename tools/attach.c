@@ -6,16 +6,19 @@
  *   vhdx detach /dev/nbdN | --all
  *   /run/initramfs/shutdown ACTION          this program under that name (see below)
  *
- * How a disk is attached (linux/nbd.h; ../shared/docs/os-handoff.md): a socketpair; one
- * thread (the "kernel side") gives the device the block size, the size, no timeout (a
- * stalled request is logged, not fatal), the transmission flags and one end of the
- * pair, then sits in NBD_DO_IT until the device is disconnected - the kernel insists
- * that the same task sets the socket and runs it.  The main thread serves the other end
- * with tools/nbd_server.c's transmission loop.  A third thread waits until the device is
- * running and opens it once, which makes the kernel read its partition table, so the
- * partitions exist when attach says the disk is ready.  NBD_CMD_DISC (`vhdx detach`, or
- * a signal in the foreground) ends the loop; the image is flushed and closed, so its log
- * is clean.
+ * How a disk is attached (linux/nbd-netlink.h; ../shared/docs/os-handoff.md): a
+ * socketpair, and one NBD_CMD_CONNECT message of the kernel's "nbd" generic netlink
+ * family hands one end to the driver with the size, the block size (the logical sector)
+ * and the transmission flags; the main thread serves the other end with
+ * tools/nbd_server.c's transmission loop.  Netlink, not the ioctl setup: with ioctls a
+ * task must sit in NBD_DO_IT, an interruptible wait that any signal ends by shutting the
+ * device's socket down - and systemd's shutdown sends SIGSTOP to every process
+ * (kill(-1)) before it spares the '@' ones, which tore the root file system off its disk
+ * in the Debian test.  No timeout is set: a stalled request is logged, not fatal.  A
+ * second thread opens the device once, which makes the kernel read its partition table,
+ * so the partitions exist when attach says the disk is ready.  NBD_CMD_DISC (`vhdx
+ * detach`, or a signal in the foreground) ends the loop; the image is flushed and
+ * closed, so its log is clean.
  *
  * Serving a root file system (--firmware) adds what keeps the server alive and out of
  * the way of the memory it is asked to free: PR_SET_IO_FLUSHER (its allocations never
@@ -41,7 +44,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/nbd.h>
+#include <linux/genetlink.h>
+#include <linux/nbd-netlink.h>
+#include <linux/netlink.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -92,16 +97,15 @@ struct attach {
     struct nbd_export export;
     struct nbd_conn conn;
     int sock[2];
-    int nbd_fd;
     unsigned index;                     /* N of /dev/nbdN */
     char device[32];
     int ready_fd;                       /* to the waiting parent, or -1 (foreground) */
 
-    pthread_t kernel_thread, scan_thread;
-    int setup_pipe[2];                  /* kernel thread -> main: setup errno */
+    pthread_t scan_thread;
 };
 
-static volatile sig_atomic_t disconnect_fd = -1;
+/* The device a stop signal disconnects (foreground attach), or -1. */
+static volatile sig_atomic_t disconnect_index = -1;
 
 /* ------------------------------------------------------------------------------------ */
 /* Messages.                                                                             */
@@ -229,28 +233,206 @@ static bool nbd_running(unsigned index, pid_t *pid)
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* The kernel side: setup ioctls and NBD_DO_IT, from one thread.                        */
+/* The kernel side: the "nbd" generic netlink family (linux/nbd-netlink.h).              */
 
-static void *kernel_side(void *context)
+#define NL_BUFFER 4096
+
+struct nl_message {
+    uint8_t bytes[NL_BUFFER];
+    size_t length;
+};
+
+static void nl_start(struct nl_message *m, uint16_t type, uint8_t command, uint8_t version)
 {
-    struct attach *a = context;
-    const struct nbd_export *e = &a->export;
-    int fd = a->nbd_fd, err = 0;
+    struct nlmsghdr *h = (struct nlmsghdr *)(void *)m->bytes;
+    struct genlmsghdr *g = (struct genlmsghdr *)(void *)(m->bytes + NLMSG_HDRLEN);
 
-    if (ioctl(fd, NBD_SET_BLKSIZE, (unsigned long)e->sector_size) ||
-        ioctl(fd, NBD_SET_SIZE_BLOCKS, (unsigned long)(e->size / e->sector_size)) ||
-        ioctl(fd, NBD_CLEAR_SOCK) ||
-        ioctl(fd, NBD_SET_FLAGS, (unsigned long)nbd_transmission_flags(e)) ||
-        ioctl(fd, NBD_SET_TIMEOUT, 0UL) ||
-        ioctl(fd, NBD_SET_SOCK, (unsigned long)a->sock[0]))
-        err = errno ? errno : EIO;
-    if (write(a->setup_pipe[1], &err, sizeof err) != sizeof err || err)
-        return NULL;
-    /* Runs the device until it is disconnected; then leave it clean for the next. */
-    ioctl(fd, NBD_DO_IT);
-    ioctl(fd, NBD_CLEAR_QUE);
-    ioctl(fd, NBD_CLEAR_SOCK);
+    memset(m->bytes, 0, sizeof m->bytes);
+    h->nlmsg_type = type;
+    h->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    h->nlmsg_seq = 1;
+    g->cmd = command;
+    g->version = version;
+    m->length = NLMSG_HDRLEN + GENL_HDRLEN;
+}
+
+/* An attribute; returns its offset (for nesting). */
+static size_t nl_put(struct nl_message *m, uint16_t type, const void *data, size_t length)
+{
+    struct nlattr *a = (struct nlattr *)(void *)(m->bytes + m->length);
+    size_t at = m->length;
+
+    a->nla_type = type;
+    a->nla_len = (uint16_t)(NLA_HDRLEN + length);
+    if (length)
+        memcpy(m->bytes + m->length + NLA_HDRLEN, data, length);
+    m->length += NLA_ALIGN(NLA_HDRLEN + length);
+    return at;
+}
+
+static void nl_put_u32(struct nl_message *m, uint16_t type, uint32_t value)
+{
+    nl_put(m, type, &value, sizeof value);
+}
+
+static void nl_put_u64(struct nl_message *m, uint16_t type, uint64_t value)
+{
+    nl_put(m, type, &value, sizeof value);
+}
+
+/* Close a nested attribute opened with nl_put(m, type | NLA_F_NESTED, NULL, 0). */
+static void nl_end_nest(struct nl_message *m, size_t at)
+{
+    ((struct nlattr *)(void *)(m->bytes + at))->nla_len = (uint16_t)(m->length - at);
+}
+
+/*
+ * Send a request and read the answer: 0 and the first reply's attributes (in `reply`,
+ * `reply_length`), or an errno value (the kernel's NLMSG_ERROR, or a socket error).
+ */
+static int nl_talk(int fd, struct nl_message *m, uint8_t *reply, size_t *reply_length)
+{
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    uint8_t in[NL_BUFFER];
+    ssize_t n;
+
+    ((struct nlmsghdr *)(void *)m->bytes)->nlmsg_len = (uint32_t)m->length;
+    if (sendto(fd, m->bytes, m->length, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0)
+        return errno;
+    *reply_length = 0;
+    for (;;) {
+        n = recv(fd, in, sizeof in, 0);
+        if (n < 0)
+            return errno == EINTR ? EINTR : errno;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)(void *)in; NLMSG_OK(h, (size_t)n);
+             h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+
+                return e->error < 0 ? -e->error : 0;    /* the ACK ends the exchange */
+            }
+            if (h->nlmsg_len > NLMSG_HDRLEN + GENL_HDRLEN && !*reply_length) {
+                size_t length = h->nlmsg_len - NLMSG_HDRLEN - GENL_HDRLEN;
+
+                if (length > NL_BUFFER)
+                    length = NL_BUFFER;
+                memcpy(reply, (uint8_t *)h + NLMSG_HDRLEN + GENL_HDRLEN, length);
+                *reply_length = length;
+            }
+        }
+    }
+}
+
+/* The first attribute `type` in a reply's attributes, or NULL. */
+static const uint8_t *nl_find(const uint8_t *attrs, size_t length, uint16_t type,
+                              size_t *size)
+{
+    size_t at = 0;
+
+    while (at + NLA_HDRLEN <= length) {
+        const struct nlattr *a = (const struct nlattr *)(const void *)(attrs + at);
+
+        if (a->nla_len < NLA_HDRLEN || at + a->nla_len > length)
+            break;
+        if ((a->nla_type & NLA_TYPE_MASK) == type) {
+            *size = a->nla_len - NLA_HDRLEN;
+            return attrs + at + NLA_HDRLEN;
+        }
+        at += NLA_ALIGN(a->nla_len);
+    }
     return NULL;
+}
+
+/* The id of the "nbd" generic netlink family: 0 and *id, or an errno value. */
+static int nbd_family(int fd, uint16_t *id)
+{
+    struct nl_message m;
+    uint8_t reply[NL_BUFFER];
+    size_t length, size;
+    const uint8_t *value;
+    int err;
+
+    nl_start(&m, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1);
+    nl_put(&m, CTRL_ATTR_FAMILY_NAME, NBD_GENL_FAMILY_NAME, sizeof NBD_GENL_FAMILY_NAME);
+    err = nl_talk(fd, &m, reply, &length);
+    if (err)
+        return err;
+    value = nl_find(reply, length, CTRL_ATTR_FAMILY_ID, &size);
+    if (!value || size < 2)
+        return ENOENT;
+    memcpy(id, value, 2);
+    return 0;
+}
+
+/*
+ * NBD_CMD_CONNECT: one end of the socketpair to /dev/nbd<index> (index < 0: the kernel
+ * takes a free device, or makes one).  0 and a->index, or an errno value.
+ */
+static int nbd_connect(struct attach *a, int index)
+{
+    const struct nbd_export *e = &a->export;
+    struct nl_message m;
+    uint8_t reply[NL_BUFFER];
+    size_t length, size, sockets, item;
+    const uint8_t *value;
+    uint16_t family;
+    uint32_t got;
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC), err;
+
+    if (fd < 0)
+        return errno;
+    err = nbd_family(fd, &family);
+    if (!err) {
+        nl_start(&m, family, NBD_CMD_CONNECT, NBD_GENL_VERSION);
+        if (index >= 0)
+            nl_put_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
+        nl_put_u64(&m, NBD_ATTR_SIZE_BYTES, e->size);
+        nl_put_u64(&m, NBD_ATTR_BLOCK_SIZE_BYTES, e->sector_size);
+        nl_put_u64(&m, NBD_ATTR_SERVER_FLAGS, nbd_transmission_flags(e));
+        sockets = nl_put(&m, NBD_ATTR_SOCKETS | NLA_F_NESTED, NULL, 0);
+        item = nl_put(&m, NBD_SOCK_ITEM | NLA_F_NESTED, NULL, 0);
+        nl_put_u32(&m, NBD_SOCK_FD, (uint32_t)a->sock[0]);
+        nl_end_nest(&m, item);
+        nl_end_nest(&m, sockets);
+        err = nl_talk(fd, &m, reply, &length);
+    }
+    if (!err) {
+        value = nl_find(reply, length, NBD_ATTR_INDEX, &size);
+        if (value && size == 4) {
+            memcpy(&got, value, 4);
+            a->index = got;
+        } else {
+            a->index = index >= 0 ? (unsigned)index : 0;
+        }
+    }
+    close(fd);
+    return err;
+}
+
+/*
+ * NBD_CMD_DISCONNECT for /dev/nbd<index>: the kernel sends NBD_CMD_DISC to the server,
+ * after the requests already sent, and drops the device's configuration once the server
+ * has closed its end.  0 or an errno value.  Async-signal-safe (system calls and
+ * memory copies only): a stop signal calls it.
+ */
+static int disconnect_device(unsigned index)
+{
+    struct nl_message m;
+    uint8_t reply[NL_BUFFER];
+    size_t length;
+    uint16_t family;
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC), err;
+
+    if (fd < 0)
+        return errno;
+    err = nbd_family(fd, &family);
+    if (!err) {
+        nl_start(&m, family, NBD_CMD_DISCONNECT, NBD_GENL_VERSION);
+        nl_put_u32(&m, NBD_ATTR_INDEX, index);
+        err = nl_talk(fd, &m, reply, &length);
+    }
+    close(fd);
+    return err;
 }
 
 /*
@@ -269,7 +451,7 @@ static void *scan_partitions(void *context)
             snprintf(text, sizeof text, "vhdx attach: %s: %s did not start within %d s",
                      a->name, a->device, STARTUP_WAIT_MS / 1000);
             report_ready(a, EXIT_USAGE, text);
-            ioctl(a->nbd_fd, NBD_DISCONNECT);
+            disconnect_device(a->index);
             return NULL;
         }
         sleep_ms(20);
@@ -290,54 +472,29 @@ static void *scan_partitions(void *context)
     return NULL;
 }
 
-/* Pick /dev/nbdN (the one given, or the first free) and run the kernel side on it. */
+/* Connect /dev/nbdN (the one given, or one the kernel picks): 0, or an exit status with
+ * `why`. */
 static int start_device(struct attach *a, const char *wanted, char *why, size_t size)
 {
-    unsigned first = 0, last = NBD_DEVICES_MAX - 1;
-    int err = ENODEV;
+    unsigned index = 0;
+    int err;
 
-    if (wanted) {
-        if (!nbd_index(wanted, &first, why, size))
-            return EXIT_USAGE;
-        last = first;
+    if (wanted && !nbd_index(wanted, &index, why, size))
+        return EXIT_USAGE;
+    err = nbd_connect(a, wanted ? (int)index : -1);
+    if (err) {
+        if (wanted && err == EBUSY)
+            snprintf(why, size, "%s: in use (another server is attached)", wanted);
+        else if (err == ENOENT || err == EAFNOSUPPORT || err == EPROTONOSUPPORT)
+            snprintf(why, size, "the kernel has no NBD driver: load the nbd module "
+                     "(modprobe nbd)");
+        else
+            snprintf(why, size, "%s%sthe NBD driver refused the connection: %s",
+                     wanted ? wanted : "", wanted ? ": " : "", strerror(err));
+        return EXIT_USAGE;
     }
-    for (unsigned i = first; i <= last; i++) {
-        snprintf(a->device, sizeof a->device, "/dev/nbd%u", i);
-        if (!wanted && !exists(a->device))
-            break;                      /* the devices are numbered without gaps */
-        if (nbd_running(i, NULL)) {
-            err = EBUSY;
-            continue;
-        }
-        a->nbd_fd = open(a->device, O_RDWR | O_CLOEXEC);
-        if (a->nbd_fd < 0) {
-            err = errno;
-            continue;
-        }
-        a->index = i;
-        if (pipe2(a->setup_pipe, O_CLOEXEC) ||
-            pthread_create(&a->kernel_thread, NULL, kernel_side, a)) {
-            snprintf(why, size, "cannot start a thread: %s", strerror(errno));
-            return EXIT_USAGE;
-        }
-        if (read(a->setup_pipe[0], &err, sizeof err) != sizeof err)
-            err = EIO;
-        close(a->setup_pipe[0]);
-        close(a->setup_pipe[1]);
-        if (!err)
-            return 0;
-        pthread_join(a->kernel_thread, NULL);
-        close(a->nbd_fd);
-        a->nbd_fd = -1;
-    }
-    if (wanted)
-        snprintf(why, size, "%s: %s", wanted, err == EBUSY ? "in use (another server is "
-                 "attached)" : strerror(err));
-    else if (err == ENODEV)
-        snprintf(why, size, "no NBD device (/dev/nbd0 ...): load the nbd module (modprobe nbd)");
-    else
-        snprintf(why, size, "no free NBD device: %s", strerror(err));
-    return EXIT_USAGE;
+    snprintf(a->device, sizeof a->device, "/dev/nbd%u", a->index);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -345,9 +502,12 @@ static int start_device(struct attach *a, const char *wanted, char *why, size_t 
 
 static void on_stop_signal(int signal_number)
 {
+    int saved = errno;
+
     (void)signal_number;
-    if (disconnect_fd >= 0)
-        ioctl(disconnect_fd, NBD_DISCONNECT);
+    if (disconnect_index >= 0)
+        disconnect_device((unsigned)disconnect_index);
+    errno = saved;
 }
 
 /* Root mode: stay alive and responsive when memory is short (os-handoff.md). */
@@ -375,7 +535,6 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
     enum nbd_end end;
     int status, close_status;
 
-    a->nbd_fd = -1;
     status = open_image_with(&a->s, a->o, a->image, !a->read_only, 0, POSIX_DIRECT);
     if (status) {
         report_ready(a, status, "vhdx attach: the image could not be opened (above)");
@@ -426,9 +585,9 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
         report_ready(a, EXIT_USAGE, text);
         goto err_device;
     }
-    disconnect_fd = a->nbd_fd;
+    disconnect_index = (int)a->index;
     if (pthread_create(&a->scan_thread, NULL, scan_partitions, a)) {
-        ioctl(a->nbd_fd, NBD_DISCONNECT);
+        disconnect_device(a->index);
         a->scan_thread = 0;
     }
     a->conn.fd = a->sock[1];
@@ -437,17 +596,14 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
     a->conn.stop = NULL;                /* only a disconnect ends it */
     a->conn.verbosity = a->o->verbosity;
     end = nbd_transmit(&a->conn);
-    /* The kernel side returns once its socket is closed. */
     shutdown(a->sock[1], SHUT_RDWR);
-    pthread_join(a->kernel_thread, NULL);
     if (a->scan_thread)
         pthread_join(a->scan_thread, NULL);
-    disconnect_fd = -1;
+    disconnect_index = -1;
     status = end == NBD_END_DISCONNECT || end == NBD_END_CLOSED ? 0 : EXIT_USAGE;
     if (status)
         say(a, "%s ended: %s%s%s", a->device, nbd_end_text(end), a->conn.why[0] ? ": " : "",
             a->conn.why);
-    close(a->nbd_fd);
 err_device:
     close(a->sock[0]);
     close(a->sock[1]);
@@ -766,13 +922,13 @@ static bool mounted_where(unsigned index, char *where, size_t size)
     return found;
 }
 
-/* NBD_DISCONNECT one device and wait for its server to flush, close and exit. */
+/* NBD_CMD_DISCONNECT one device and wait for its server to flush, close and exit. */
 static int detach_one(unsigned index, bool check_mounts)
 {
     char device[32], where[2048];
     pid_t pid, tgid;
     int64_t deadline = now_ms() + DETACH_WAIT_MS;
-    int fd;
+    int fd, err;
 
     snprintf(device, sizeof device, "/dev/nbd%u", index);
     if (!nbd_running(index, &pid)) {
@@ -800,14 +956,11 @@ static int detach_one(unsigned index, bool check_mounts)
                 tgid = (pid_t)strtol(p + 6, NULL, 10);
         }
     }
-    fd = open(device, O_RDWR | O_CLOEXEC);
-    if (fd < 0 || ioctl(fd, NBD_DISCONNECT)) {
-        fprintf(stderr, "vhdx detach: %s: %s\n", device, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    err = disconnect_device(index);
+    if (err) {
+        fprintf(stderr, "vhdx detach: %s: %s\n", device, strerror(err));
         return EXIT_USAGE;
     }
-    close(fd);
     while (nbd_running(index, NULL) || !process_gone(tgid)) {
         if (now_ms() >= deadline) {
             fprintf(stderr, "vhdx detach: %s: the server (pid %d) did not finish within %d "
