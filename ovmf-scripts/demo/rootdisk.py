@@ -56,23 +56,27 @@ def run(*cmd):
         raise RuntimeError("%s failed: %s" % (" ".join(cmd), p.stdout.decode()[-600:]))
 
 
-def build(build_dir):
-    """BUILD/demo/disk-root.raw, rebuilt when a source, the kernel or the static tool is
-    newer.  Returns its path."""
-    out = os.path.join(build_dir, "demo", "disk-root.raw")
+def build(build_dir, name="disk-root.raw", root_init=None, initramfs_init=None):
+    """BUILD/demo/NAME, rebuilt when a source, the kernel or the static tool is newer.
+    Tests make variants with another /sbin/init (`root_init`) or initramfs /init
+    (`initramfs_init`), each a host path.  Returns its path."""
+    out = os.path.join(build_dir, "demo", name)
+    root_init = root_init or os.path.join(HERE, "root-init.sh")
+    initramfs_init = initramfs_init or os.path.join(HERE, "root-initramfs.sh")
     vmlinuz, deb, version = guest.kernel(build_dir)
     tool = os.path.join(build_dir, "static", "vhdx")
     if not os.path.exists(tool):
         raise RuntimeError("%s is missing: run make first" % tool)
-    inputs = SOURCES + [vmlinuz, deb, tool, SDBOOT_EFI, guest.BUSYBOX]
+    inputs = SOURCES + [vmlinuz, deb, tool, SDBOOT_EFI, guest.BUSYBOX, root_init,
+                        initramfs_init]
     if os.path.exists(out) and all(os.path.getmtime(p) <= os.path.getmtime(out)
                                    for p in inputs):
         return out
-    work = os.path.join(build_dir, "demo", "root-work")
+    work = out + ".work"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
 
-    with open(os.path.join(HERE, "root-initramfs.sh")) as f:
+    with open(initramfs_init) as f:
         init = f.read()
     initrd = guest.initramfs(build_dir, os.path.join(work, "initrd-root.img"), job="",
                              init=init)
@@ -100,7 +104,7 @@ def build(build_dir):
         os.makedirs(os.path.join(tree, d), exist_ok=True)
     shutil.copy(guest.BUSYBOX, os.path.join(tree, "bin", "busybox"))
     os.symlink("busybox", os.path.join(tree, "bin", "sh"))
-    shutil.copy(os.path.join(HERE, "root-init.sh"), os.path.join(tree, "sbin", "init"))
+    shutil.copy(root_init, os.path.join(tree, "sbin", "init"))
     os.chmod(os.path.join(tree, "sbin", "init"), 0o755)
 
     disk = out + ".tmp"
