@@ -750,14 +750,23 @@ static int prepare_firmware_disk(struct attach *a)
     return 0;
 }
 
-/* Copy this program to /run/initramfs/shutdown unless something is there already. */
+/*
+ * Copy this program to /run/initramfs/shutdown unless something is there already.
+ * systemd runs it only if access(X_OK) says it may, and initramfs-tools mounts /run
+ * noexec: /run/initramfs gets a small tmpfs of its own (it moves into the root with
+ * /run).
+ */
 static void install_shutdown_helper(void)
 {
+    struct stat run, dir;
     char buffer[65536];
     ssize_t n;
     int in, out;
 
     if (exists(SHUTDOWN_HELPER) || make_directory("/run/initramfs", 0755))
+        return;
+    if (!stat("/run", &run) && !stat("/run/initramfs", &dir) && run.st_dev == dir.st_dev &&
+        mount("tmpfs", "/run/initramfs", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=8m"))
         return;
     in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     out = open(SHUTDOWN_HELPER ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
