@@ -66,11 +66,10 @@ systemctl --failed --no-legend --plain | while read -r unit rest; do
     echo "VHDX-TEST: failed $unit: $(systemctl show -p Result --value "$unit")"
 done
 echo "VHDX-TEST: root $(findmnt -n -o SOURCE /)"
-for p in /proc/[0-9]*; do
-    case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in
-        @*) echo "VHDX-TEST: server $(tr '\0' ' ' < $p/cmdline)" ;;
-    esac
-done
+dev=$(findmnt -n -o SOURCE /)
+dev=${dev#/dev/}
+pid=$(cat /sys/block/${dev%p*}/pid 2>/dev/null)
+echo "VHDX-TEST: server $(tr '\0' ' ' < /proc/$pid/cmdline 2>&1) (pid $pid)"
 dir=/var/lib/vhdx-test
 mkdir -p $dir
 n=$(cat $dir/boots 2>/dev/null || echo 0)
