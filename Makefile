@@ -1,8 +1,10 @@
 # vhdx-efi build.  `make` builds everything, `make run` boots Linux from a VHDX in OVMF
-# (LOADER=grub for the GRUB disk, SECUREBOOT=1 under Secure Boot, MODE=ram with the disk
-# copied into memory and the root on /dev/pmem0), `make check` runs every
-# test and ends with "N passed, N failed", `make bench` runs the benchmarks, `make sign
-# KEY=... CERT=...` signs vhdx.efi and vhdxboot.efi.  Products go under build/.
+# (the default: Linux with its root file system inside the VHDX, booted twice; LOADER=
+# sdboot or grub for the disks without a root partition, SECUREBOOT=1 under Secure Boot,
+# MODE=ram with the disk copied into memory and the root on /dev/pmem0), `make check`
+# runs every test and ends with "N passed, N failed", `make bench` runs the benchmarks,
+# `make sign KEY=... CERT=...` signs vhdx.efi and vhdxboot.efi, `make install` installs
+# what a system with its root inside a VHDX needs.  Products go under build/.
 # Each first installs the Debian packages it needs when they are missing
 # (scripts/deps.sh), or stops saying which are missing.
 
@@ -34,13 +36,14 @@ BENCH_SRC  := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN  = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all build host check bench deps deps-build clean freestanding run sign fuzz \
-        fuzz-coverage
+        fuzz-coverage install
 # Packages first, then the build (not as parallel prerequisites: `make -j` would build
 # before the packages are there).
 all: deps-build
 	@$(MAKE) --no-print-directory build
 build: host firmware
-host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(UNIT_BIN) $(BENCH_BIN) $(BUILD)/san/fuzz_corpus
+host: $(BUILD)/vhdx $(BUILD)/san/vhdx $(BUILD)/static/vhdx $(UNIT_BIN) $(BENCH_BIN) \
+      $(BUILD)/san/fuzz_corpus
 
 $(BUILD)/rel/%.o: %.c $(CORE_HDR) $(PLAT_HDR) $(TOOL_HDR)
 	@mkdir -p $(dir $@)
@@ -56,6 +59,15 @@ $(BUILD)/vhdx: $(REL_OBJ) $(patsubst %.c,$(BUILD)/rel/%.o,$(TOOL_SRC))
 
 $(BUILD)/san/vhdx: $(SAN_OBJ) $(patsubst %.c,$(BUILD)/san/%.o,$(TOOL_SRC))
 	$(CC) $(SAN_LDFLAGS) $^ -o $@
+
+# The same tool linked statically, for initramfs images and /run/initramfs/shutdown
+# (nothing to load from a root file system that is not there yet, or is going away).
+# glibc warns that getaddrinfo (vhdx serve --bind NAME) would need its shared NSS
+# modules: attach, detach and the shutdown helper never call it.
+$(BUILD)/static/vhdx: $(REL_OBJ) $(patsubst %.c,$(BUILD)/rel/%.o,$(TOOL_SRC))
+	@mkdir -p $(dir $@)
+	$(CC) -static -s $^ -o $@ 2> $@.log || { cat $@.log >&2; exit 1; }
+	@grep -v -e getaddrinfo -e 'in function' $@.log >&2 || true
 
 # Unit tests: one sanitized program per tests/c/*.c, linked with the core and host platform.
 $(BUILD)/san/tests/%: tests/c/%.c $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)
@@ -129,14 +141,16 @@ bench: deps
 	@BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) ./tests/bench/run.sh
 
 # The README's main command: demo disk -> VHDX -> outer ESP with vhdxboot.efi -> OVMF.
-# deps first, then the build (not as parallel prerequisites: `make -j` would build
-# before the packages are there).
-LOADER ?= sdboot
+# LOADER: root (the default, unless SECUREBOOT or MODE=ram ask for sdboot: Linux keeps
+# its root file system inside the VHDX, booted twice), sdboot or grub (the kernel's
+# initramfs only).  deps first, then the build (not as parallel prerequisites: `make -j`
+# would build before the packages are there).
+LOADER ?=
 SECUREBOOT ?=
 MODE ?= disk
 run: deps
 	@$(MAKE) --no-print-directory build
-	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) --loader $(LOADER) \
+	@$(PYTHON) ovmf-scripts/run_demo.py --build $(abspath $(BUILD)) $(if $(LOADER),--loader $(LOADER)) \
 	    $(if $(filter-out 0,$(SECUREBOOT)),--secure-boot) --mode $(MODE)
 
 # Secure Boot signing (sbsign) into $(BUILD)/efi/signed/, each file checked with
@@ -152,6 +166,32 @@ sign: deps
 	@$(PYTHON) ovmf-scripts/secureboot.py sign --key $(KEY) --cert $(CERT) \
 	    $(if $(KEY_PASS),--pass '$(KEY_PASS)') --out $(BUILD)/efi/signed \
 	    $(BUILD)/efi/vhdx.efi $(BUILD)/efi/vhdxboot.efi
+
+# Install what a system whose root file system lives in a VHDX needs (issue 12):
+#   $(SBINDIR)/vhdx                 the static tool (also the shutdown helper it copies
+#                                   to /run/initramfs/shutdown)
+#   $(LIBDIR)/vhdx.efi, vhdxboot.efi  the firmware programs, to copy onto the ESP
+#   the initramfs-tools hook and local-top script, and the dracut module "vhdx"
+# DESTDIR is prepended to every path; PREFIX (default /usr) sets SBINDIR and LIBDIR.
+# The initramfs generators only look in their own directories, so those do not follow
+# PREFIX (set INITRAMFS_TOOLS_DIR or DRACUT_MODULES_DIR to change them).
+PREFIX              ?= /usr
+SBINDIR             ?= $(PREFIX)/sbin
+LIBDIR              ?= $(PREFIX)/lib/vhdx-efi
+INITRAMFS_TOOLS_DIR ?= /usr/share/initramfs-tools
+DRACUT_MODULES_DIR  ?= /usr/lib/dracut/modules.d
+# install FILE DEST MODE: a copy with @SBINDIR@ replaced.
+install_file = install -d $(dir $(2)) && sed 's|@SBINDIR@|$(SBINDIR)|g' $(1) > $(2) && chmod $(3) $(2)
+
+install: $(BUILD)/static/vhdx firmware
+	install -D -m 0755 $(BUILD)/static/vhdx $(DESTDIR)$(SBINDIR)/vhdx
+	install -D -m 0644 $(BUILD)/efi/vhdx.efi $(DESTDIR)$(LIBDIR)/vhdx.efi
+	install -D -m 0644 $(BUILD)/efi/vhdxboot.efi $(DESTDIR)$(LIBDIR)/vhdxboot.efi
+	$(call install_file,dist/initramfs-tools/hooks/vhdx,$(DESTDIR)$(INITRAMFS_TOOLS_DIR)/hooks/vhdx,0755)
+	$(call install_file,dist/initramfs-tools/scripts/local-top/vhdx,$(DESTDIR)$(INITRAMFS_TOOLS_DIR)/scripts/local-top/vhdx,0755)
+	$(call install_file,dist/dracut/90vhdx/module-setup.sh,$(DESTDIR)$(DRACUT_MODULES_DIR)/90vhdx/module-setup.sh,0755)
+	$(call install_file,dist/dracut/90vhdx/vhdx-attach.service,$(DESTDIR)$(DRACUT_MODULES_DIR)/90vhdx/vhdx-attach.service,0644)
+	$(call install_file,dist/dracut/90vhdx/vhdx-shutdown.sh,$(DESTDIR)$(DRACUT_MODULES_DIR)/90vhdx/vhdx-shutdown.sh,0755)
 
 clean:
 	rm -rf $(BUILD)

@@ -4,6 +4,7 @@
  * away, close them when the platform goes.
  */
 #include "console.h"
+#include "handoff.h"
 #include "mount.h"
 
 void disk_print_diag(const char *path, const char *doing, const struct vhdx_diag *diag)
@@ -110,7 +111,8 @@ static EFI_STATUS unpublish(struct disk_set *set, struct mounted_disk *disk)
 
 /*
  * The one way a disk is taken apart, stages undone in mirror order: unpublish (may fail
- * while in use: then nothing changes), the guard, the image, the mapping, the memory.
+ * while in use: then nothing changes, the hand-off included), the hand-off, the guard,
+ * the image, the mapping, the memory.
  */
 static EFI_STATUS disk_unmount(struct disk_set *set, struct mounted_disk *disk)
 {
@@ -121,6 +123,7 @@ static EFI_STATUS disk_unmount(struct disk_set *set, struct mounted_disk *disk)
                   efi_status_text(status));
         return status;
     }
+    handoff_withdraw(disk);
     unguard(set, disk);
     close_disk(disk, false);
     unmap_disk(disk);
@@ -158,6 +161,8 @@ static EFI_STATUS disk_mount(struct disk_set *set, const struct config *config,
     status = disk->ram ? ramdisk_publish(set, disk) : blockio_install(disk, &set->esp);
     if (status != EFI_SUCCESS)
         goto err_publish;
+    if (!disk->ram)
+        handoff_publish(set, disk);     /* never fails a mount */
     *out = disk;
     return EFI_SUCCESS;
 
@@ -229,12 +234,18 @@ EFI_STATUS disk_set_unmount(struct disk_set *set)
 void disk_set_shutdown(struct disk_set *set, bool boot_services_gone)
 {
     for (struct mounted_disk *disk = set->disks; disk; disk = disk->next) {
+        bool clean;
+
         /* A RAM disk has no file left to close, and stays for the OS. */
         if (disk->stopped || disk->ram)
             continue;
         /* Refuse I/O first: nothing may reach the core while it closes. */
         disk->stopped = true;
-        close_disk(disk, boot_services_gone);
+        handoff_closing(disk);
+        clean = close_disk(disk, boot_services_gone);
+        /* Volatile variables are read-only once boot services are gone. */
+        if (!boot_services_gone)
+            handoff_closed(disk, clean);
         if (boot_services_gone)
             guard_clear_at_exit(set, disk);
         else

@@ -63,7 +63,7 @@ EFI_CORE_SRC := $(filter-out core/merge.c,$(CORE_SRC))
 EFI_MOUNT    := $(EFI_CORE_SRC) platform/fat.c platform/efi_esp.c efi/config.c \
                 efi/configure.c efi/diskset.c efi/snapshot.c efi/map.c efi/open.c efi/room.c \
                 efi/registry.c efi/guard.c efi/blockio.c efi/ramdisk.c efi/acpi.c \
-                efi/shutdown.c
+                efi/shutdown.c efi/handoff.c
 
 EFI_DRIVER_SRC := efi/driver.c $(EFI_MOUNT) $(EFI_RUNTIME) efi/sbat.S
 EFI_BOOT_SRC   := efi/vhdxboot.c $(EFI_MOUNT) $(EFI_RUNTIME) efi/sbat.S

@@ -37,8 +37,11 @@
  *                 publishes an ACPI NFIT the OS finds), or, without it, our own Block
  *                 I/O over the memory and our own NFIT and SSDT (acpi.c).
  *
- * A later step (a hand-off to the OS) fits after step 4 of disk_mount and in
- * disk_set_shutdown: both see every field below.
+ *   5. handoff.c  Block I/O disks: a volatile EFI variable that tells the OS which file
+ *                 the disk is, so it can serve the same file after ExitBootServices
+ *                 (`vhdx attach --firmware`); renewed after the first write and once the
+ *                 image is closed at the "before ExitBootServices" event; withdrawn when
+ *                 the disk is taken away.  A RAM disk needs none: the OS finds the memory.
  *
  * Room for new blocks (dynamic disks, and "fixed" ones with blocks not present, as
  * QEMU makes them): the file cannot grow while it serves block requests, so it grows
@@ -169,6 +172,9 @@ struct mounted_disk {
 
     /* 4. ramdisk.c */
     struct ram_disk ram_disk;
+
+    /* 5. handoff.c */
+    struct handoff *handoff;        /* pool memory; NULL: not handed to the OS */
 };
 
 /* Everything mounted from one ESP by one driver (or boot program) instance. */
@@ -266,10 +272,10 @@ void unmap_disk(struct mounted_disk *disk);
 EFI_STATUS open_disk(struct disk_set *set, struct mounted_disk *disk);
 
 /*
- * Close the image (and its parents), saying why if that fails.  With
- * `boot_services_gone` nothing is printed or freed.
+ * Close the image (and its parents), saying why if that fails; true when it closed
+ * clean (its log empty).  With `boot_services_gone` nothing is printed or freed.
  */
-void close_disk(struct mounted_disk *disk, bool boot_services_gone);
+bool close_disk(struct mounted_disk *disk, bool boot_services_gone);
 
 /* The line that says what was mounted, and how (plus the chain and, verbose, detail). */
 void print_disk(const struct mounted_disk *disk);

@@ -56,22 +56,23 @@ EFI_STATUS open_disk(struct disk_set *set, struct mounted_disk *disk)
     return EFI_SUCCESS;
 }
 
-void close_disk(struct mounted_disk *disk, bool boot_services_gone)
+bool close_disk(struct mounted_disk *disk, bool boot_services_gone)
 {
     struct vhdx_diag diag;
     int rc;
 
     if (!disk->vhdx)
-        return;
+        return false;
     disk->file.boot_services_gone = boot_services_gone;
     rc = vhdx_close(disk->vhdx, &diag);
     disk->vhdx = NULL;
     if (boot_services_gone)
-        return;                 /* no console either */
+        return rc == VHDX_OK;   /* no console either */
     if (rc != VHDX_OK)
         disk_print_diag(disk->path, "closing: ", &diag);
     else if (disk->verbose)
         con_print("vhdx: %s: closed\n", disk->path);
+    return rc == VHDX_OK;
 }
 
 static const char *type_name(enum vhdx_disk_type type)

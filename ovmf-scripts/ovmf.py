@@ -274,7 +274,7 @@ class Boot:
     """One QEMU run; `log` is the cleaned serial output so far."""
 
     def __init__(self, esp, workdir, memory=512, extra=(), readonly=False,
-                 secure_boot=False, varstore=None, vars_file=None):
+                 secure_boot=False, varstore=None, vars_file=None, virtio=False):
         """`varstore`: a variable store to start from (a copy is booted) instead of the
         firmware's blank one (or, with `secure_boot`, the snakeoil one).  `vars_file`:
         keep the store there for the next boot (made from that start when it does not
@@ -301,6 +301,9 @@ class Boot:
             # QEMU's IDE/AHCI disks cannot be read-only; virtio-blk can.
             cmd += ["-drive", "file=%s,format=raw,if=none,id=esp,readonly=on" % esp,
                     "-device", "virtio-blk-pci,drive=esp"]
+        elif virtio:
+            # What Debian's cloud kernel can see (it has no AHCI driver).
+            cmd += ["-drive", "file=%s,format=raw,if=virtio" % esp]
         else:
             cmd += ["-drive", "file=%s,format=raw,if=ide" % esp]
         self.raw = bytearray()

@@ -1,12 +1,17 @@
 #!/usr/bin/python3
 """run_demo.py - `make run`: boot Linux from a VHDX file on the EFI System Partition.
 
-    run_demo.py [--build DIR] [--loader sdboot|grub] [--secure-boot] [--mode ram]
+    run_demo.py [--build DIR] [--loader root|sdboot|grub] [--secure-boot] [--mode ram]
                 [--run-dir DIR] [--timeout SECONDS]
 
-1. the demo disk (ovmf-scripts/demo/build-demo.sh, cached in BUILD/demo): a GPT disk
-   whose ESP holds systemd-boot (or GRUB, --loader grub), Debian's cloud kernel and a
-   busybox initramfs whose /init prints a banner and powers off;
+1. the demo disk (cached in BUILD/demo): with --loader root (the default), Disk C of
+   ovmf-scripts/demo/rootdisk.py: systemd-boot, Debian's cloud kernel and an initramfs
+   that attaches the VHDX through the kernel's NBD driver (`vhdx attach --firmware`,
+   from the EFI variable vhdxboot.efi publishes) and switches to the ext4 root
+   partition inside it, whose init counts the boot and powers off (the disk is booted
+   twice: "boot counter 2"); with sdboot or grub, a disk of
+   ovmf-scripts/demo/build-demo.sh: systemd-boot (or GRUB) and a busybox initramfs
+   whose /init prints a banner and powers off;
 2. that disk converted by qemu-img to a dynamic VHDX (BUILD/run/demo-LOADER.vhdx);
 3. an outer ESP image (BUILD/run/esp-LOADER.img: GPT, FAT32) holding
    \\EFI\\BOOT\\BOOTX64.EFI = vhdxboot.efi, \\EFI\\BOOT\\vhdxboot.cfg and \\demo.vhdx;
@@ -16,7 +21,7 @@
    the loader starts Linux with console=ttyS0.  The serial console is shown as it comes
    (and kept in BUILD/run/LOADER.log).
 
---secure-boot (`make run SECUREBOOT=1`, systemd-boot only) boots the Secure Boot build of
+--secure-boot (`make run SECUREBOOT=1`; the loader is then systemd-boot) boots the Secure Boot build of
 OVMF with Debian's snakeoil variable store (enforcing; ovmf.Boot), and signs with the
 snakeoil key (secureboot.py): vhdxboot.efi (BUILD/run/secureboot/vhdxboot.efi), and
 systemd-boot and the kernel on a copy of the demo disk (BUILD/demo/
@@ -24,8 +29,9 @@ disk-sdboot.secureboot.raw, remade when the disk changes).  It passes only when 
 kernel's EFI stub says "UEFI Secure Boot is enabled.".  The initrd is not signed: the kernel's EFI stub
 loads it as data, and Secure Boot checks only code.
 
-Exit status 0 once the init banner appears (QEMU is stopped if it has not powered off
-by itself soon after), 1 with the reason otherwise (time limit, the firmware fell back
+Exit status 0 once the init banner appears (root: once both boots reached their root
+file system, counted, powered off and left the image clean; QEMU is stopped if it has
+not powered off by itself soon after), 1 with the reason otherwise (time limit, the firmware fell back
 to its shell, QEMU exited early, a kernel panic), 2 for a bad command line or a missing
 build product.  Everything in steps 1-3 is reused while its inputs are unchanged.
 
@@ -56,6 +62,9 @@ sys.path.insert(0, HERE)
 import ovmf  # noqa: E402
 import secureboot  # noqa: E402
 
+sys.path.insert(0, os.path.join(HERE, "demo"))
+import rootdisk  # noqa: E402
+
 MiB = 1 << 20
 DEMO_SOURCES = [os.path.join(HERE, "demo", n)
                 for n in ("build-demo.sh", "init.sh", "mkcpio.py")]
@@ -63,7 +72,7 @@ RAM_SOURCES = [os.path.join(HERE, "demo", n)
                for n in ("build-ramdemo.sh", "ram-init.sh", "ram-root-init.sh", "mkcpio.py")]
 # The RAM disk must fit in the guest's memory beside the kernel.
 RAM_MEMORY_MIB = 1024
-LOADERS = {"sdboot": "DISK_SDBOOT", "grub": "DISK_GRUB"}
+LOADERS = {"root": None, "sdboot": "DISK_SDBOOT", "grub": "DISK_GRUB"}
 OUTER_ESP_SIZE = 256 * MiB
 BOOT_CONFIG = "\r\n".join([
     "# vhdxboot.efi: the first image= line is the disk to boot from",
@@ -192,10 +201,11 @@ class Watch:
     """One QEMU boot of `disks` (raw images, AHCI ports in order, at most six) and
     `virtio` (more raw images, as virtio-blk disks) through ovmf.Boot, echoing whole
     console lines as they come when `echo` is given.  `secure_boot` and `varstore` go
-    to ovmf.Boot."""
+    to ovmf.Boot.  `virtio_boot`: the first disk is a virtio-blk disk too (what Debian's
+    cloud kernel can see)."""
 
     def __init__(self, disks, workdir, echo=None, virtio=(), secure_boot=False,
-                 varstore=None, memory=512):
+                 varstore=None, memory=512, virtio_boot=False):
         extra = []
         for disk in disks[1:]:
             extra += ["-drive", "file=%s,format=raw,if=ide" % disk]
@@ -203,7 +213,8 @@ class Watch:
             extra += ["-drive", "file=%s,format=raw,if=virtio" % disk]
         self.start = time.time()
         self.boot = ovmf.Boot(disks[0], workdir, memory=memory, extra=extra,
-                              secure_boot=secure_boot, varstore=varstore)
+                              secure_boot=secure_boot, varstore=varstore,
+                              virtio=virtio_boot)
         self.echo = echo
         self.shown = 0
         self.seen = {}
@@ -302,7 +313,10 @@ def prepare(build, loader, run_dir, log=say, secure_boot=False):
                       "unsigned and, under Secure Boot, GRUB wants shim")
     demo, env = ensure_demo(build, log)
     os.makedirs(run_dir, exist_ok=True)
-    raw = os.path.join(demo, env[LOADERS[loader]])
+    if loader == "root":
+        raw = rootdisk.build(build)
+    else:
+        raw = os.path.join(demo, env[LOADERS[loader]])
     name = loader + ("-secureboot" if secure_boot else "")
     if secure_boot:
         signed_dir = os.path.join(run_dir, "secureboot")
@@ -373,6 +387,109 @@ def esp_vhdx_digest(esp, run_dir):
     return digest
 
 
+def root_counter(vhdx, build, run_dir):
+    """The boot counter in the image's root file system (debugfs on `vhdx cat`)."""
+    raw = os.path.join(run_dir, "root-after.raw")
+    with open(raw, "wb") as f:
+        subprocess.run([os.path.join(build, "vhdx"), "cat", vhdx], stdout=f, check=True)
+    p = subprocess.run(["debugfs", "-R", "cat " + rootdisk.COUNTER,
+                        "%s?offset=%d" % (raw, rootdisk.root_offset())],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                       env=dict(os.environ, PATH=os.environ["PATH"] + ":/usr/sbin:/sbin"))
+    os.unlink(raw)
+    return p.stdout.strip()
+
+
+def image_clean(esp, run_dir, build):
+    """None, or why the image copied off the ESP is not clean for `vhdx check` and
+    `qemu-img check` (which refuses a log that still needs replaying)."""
+    vhdx = extract(esp, "demo.vhdx", os.path.join(run_dir, "after-boot.vhdx"))
+    for cmd in ([os.path.join(build, "vhdx"), "check", vhdx], ["qemu-img", "check", vhdx]):
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if p.returncode:
+            return "`%s` found problems:\n%s" % (" ".join(cmd[-3:]), p.stdout.rstrip())
+    return None
+
+
+def boot_root(esp, run_dir, log_path, timeout, number):
+    """One boot of the root demo: (the root line's match or None, watch, reason)."""
+    watch = Watch([esp], run_dir, echo=lambda line: print(line, flush=True),
+                  virtio_boot=True)
+    outcome = watch.wait({"root": rootdisk.ROOT_LINE, "shell": r"^Shell> ",
+                          "panic": r"Kernel panic", "halt": r"VHDX-EFI DEMO: powering off"},
+                         timeout)
+    exited = watch.finish(30 if outcome == "root" else 2)
+    log = watch.boot.log
+    with open(log_path, "a") as f:
+        f.write("=== boot %d ===\n%s" % (number, log))
+    m = re.search(rootdisk.ROOT_LINE, log)
+    if outcome == "root" and exited and "reboot: Power down" in log:
+        return m, watch, None
+    if outcome == "root":
+        reason = "QEMU did not power off by itself after the root init"
+    elif outcome == "shell":
+        reason = "the firmware fell back to the UEFI Shell: the boot option failed"
+    elif outcome == "panic":
+        reason = "the kernel panicked"
+    elif outcome == "halt":
+        lines = re.findall(r"^VHDX-EFI DEMO: .*$", log, re.M)
+        reason = "the initramfs gave up: " + (lines[-2] if len(lines) > 1 else "?")
+    else:
+        reason = "no root line within %d s" % timeout
+    gave_up = last_vhdxboot_error(log)
+    return None, watch, reason + (" (%s)" % gave_up if gave_up else "")
+
+
+def run_root(build, timeout, run_dir=None):
+    """`make run`: the root demo, booted twice from the same outer ESP."""
+    t0 = time.time()
+    run_dir = run_dir or os.path.join(build, "run")
+    try:
+        esp, env = prepare(build, "root", run_dir)
+    except (Failure, RuntimeError) as e:
+        say("FAILED: %s" % e)
+        return 1
+    log_path = os.path.join(run_dir, "root.log")
+    if os.path.exists(log_path):
+        os.unlink(log_path)
+    device = None
+    for number in (1, 2):
+        say("boot %d of 2: OVMF (QEMU, TCG) from %s; serial console follows, log in %s" % (
+            number, esp, log_path))
+        print("-" * 78, flush=True)
+        try:
+            m, watch, reason = boot_root(esp, run_dir, log_path, timeout, number)
+        except OSError as e:
+            say("FAILED: cannot start %s: %s (package qemu-system-x86)" % (ovmf.QEMU, e))
+            return 1
+        print("-" * 78, flush=True)
+        if reason:
+            say("FAILED: boot %d: %s; log in %s" % (number, reason, log_path))
+            return 1
+        device, counter = m.group(1), int(m.group(2))
+        say("boot %d: root on %s, boot counter %d, %.1f s after QEMU started" % (
+            number, device, counter, watch.seen["root"]))
+        problem = image_clean(esp, run_dir, build)
+        if problem:
+            say("FAILED: after boot %d the image is not clean: %s" % (number, problem))
+            return 1
+        say("after boot %d: `vhdx check` and `qemu-img check` of \\demo.vhdx copied off the "
+            "ESP: clean" % number)
+        if counter != number:
+            say("FAILED: boot %d counted %d" % (number, counter))
+            return 1
+    stored = root_counter(os.path.join(run_dir, "after-boot.vhdx"), build, run_dir)
+    os.unlink(os.path.join(run_dir, "after-boot.vhdx"))
+    if stored != "2":
+        say("FAILED: the counter read on the host (debugfs) is %r, not 2" % stored)
+        return 1
+    say("total %.1f s" % (time.time() - t0))
+    say("PASS: Linux booted twice from \\demo.vhdx through vhdxboot.efi and systemd-boot "
+        "with its root file system inside the VHDX: root on %s, image clean, counter read "
+        "on the host (debugfs) = boot counter 2" % device)
+    return 0
+
+
 def run_ram(build, timeout, run_dir=None):
     t0 = time.time()
     run_dir = run_dir or os.path.join(build, "run")
@@ -426,6 +543,8 @@ def run_ram(build, timeout, run_dir=None):
 
 
 def run(build, loader, timeout, run_dir=None, secure_boot=False):
+    if loader == "root":
+        return run_root(build, timeout, run_dir)
     t0 = time.time()
     run_dir = run_dir or os.path.join(build, "run")
     try:
@@ -518,7 +637,9 @@ def after_boot_check(esp, run_dir, build):
 def main():
     ap = argparse.ArgumentParser(description="Boot Linux from a VHDX on the ESP in OVMF.")
     ap.add_argument("--build", default=os.path.join(TOP, "build"))
-    ap.add_argument("--loader", default="sdboot", choices=sorted(LOADERS))
+    ap.add_argument("--loader", choices=sorted(LOADERS),
+                    help="root (default; sdboot with --secure-boot or --mode ram), sdboot "
+                         "or grub")
     ap.add_argument("--secure-boot", action="store_true",
                     help="sign and boot under Secure Boot (snakeoil keys; systemd-boot)")
     ap.add_argument("--mode", choices=["disk", "ram"], default="disk",
@@ -527,6 +648,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=300,
                     help="seconds to wait for the init banner (default 300)")
     args = ap.parse_args()
+    if args.loader is None:
+        args.loader = "sdboot" if args.secure_boot or args.mode == "ram" else "root"
     if args.secure_boot and args.loader != "sdboot":
         say("FAILED: Secure Boot boots the systemd-boot disk only (LOADER=sdboot): the "
             "demo's GRUB is not signed, and under Secure Boot GRUB wants shim")

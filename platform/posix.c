@@ -22,6 +22,14 @@
  * directory, or (starting with '\') from the root of the child's volume, which here is
  * the mount point of the file system holding the child.  Windows names are not case
  * sensitive, so a component that does not exist as written is looked up ignoring case.
+ *
+ * POSIX_DIRECT (for `vhdx attach`, which may serve the root file system): I/O bypasses
+ * the page cache (O_DIRECT), so serving a request never needs page-cache memory or its
+ * writeback.  Requests whose offset, length or buffer are not DIRECT_ALIGN-aligned go
+ * through a second, buffered descriptor of the same file (Linux keeps the two coherent:
+ * a direct read writes back cached pages of its range first, a direct write drops them);
+ * the core's own buffers are allocated aligned, so those are rare.  A file system
+ * without O_DIRECT is used buffered.
  */
 #include "posix.h"
 
@@ -38,14 +46,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define DIRECT_ALIGN 4096u
+
+/* The descriptor for a request: the direct one when it is aligned. */
+static int fd_for(const struct posix_file *file, uint64_t offset, const void *buffer,
+                  size_t length)
+{
+    if (file->direct_fd >= 0 &&
+        !((offset | length | (uintptr_t)buffer) & (DIRECT_ALIGN - 1)))
+        return file->direct_fd;
+    return file->fd;
+}
+
 static int posix_read(void *context, uint64_t offset, void *buffer, size_t length)
 {
     struct posix_file *file = context;
     uint8_t *p = buffer;
+    int fd = fd_for(file, offset, buffer, length);
 
     file->reads++;
     while (length) {
-        ssize_t n = pread(file->fd, p, length, (off_t)offset);
+        ssize_t n = pread(fd, p, length, (off_t)offset);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -67,10 +88,11 @@ static int posix_write(void *context, uint64_t offset, const void *buffer, size_
     const uint8_t *p = buffer;
     uint64_t start = offset;
     size_t written = length;
+    int fd = fd_for(file, offset, buffer, length);
 
     file->writes++;
     while (length) {
-        ssize_t n = pwrite(file->fd, p, length, (off_t)offset);
+        ssize_t n = pwrite(fd, p, length, (off_t)offset);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -82,7 +104,7 @@ static int posix_write(void *context, uint64_t offset, const void *buffer, size_
         file->bytes_written += (uint64_t)n;
     }
     /* Large writes: start writeback now, so the next flush has less left to wait for. */
-    if (written >= WRITE_BEHIND_MIN)
+    if (written >= WRITE_BEHIND_MIN && fd == file->fd)
         sync_file_range(file->fd, (off_t)start, (off_t)written, SYNC_FILE_RANGE_WRITE);
     return VHDX_OK;
 }
@@ -157,9 +179,15 @@ static int posix_discard(void *context, uint64_t offset, uint64_t length)
 }
 
 /* Each block carries its size in front, so release can keep the count (vhdx -v shows the
- * high-water mark: memory bounds are asserted on it). */
+ * high-water mark: memory bounds are asserted on it), and where the allocation starts.
+ * With direct I/O the core's large buffers (cache pages, log pages) start DIRECT_ALIGN-
+ * aligned, the header sitting in the aligned unit before them, so their requests need not
+ * go through the buffered descriptor. */
 union block_header {
-    size_t size;
+    struct {
+        size_t size;
+        void *start;
+    } h;
     max_align_t align;
 };
 
@@ -167,12 +195,24 @@ static void *posix_allocate(void *context, size_t size)
 {
     struct posix_file *file = context;
     union block_header *b;
+    unsigned char *start;
 
     if (file->alloc_peak_requested < file->alloc_current + size)
         file->alloc_peak_requested = file->alloc_current + size;
-    if (size > SIZE_MAX - sizeof *b || !(b = malloc(sizeof *b + size)))
+    if (size > SIZE_MAX - 2 * DIRECT_ALIGN)
         return NULL;
-    b->size = size;
+    if (file->direct_fd >= 0 && size >= DIRECT_ALIGN) {
+        start = aligned_alloc(DIRECT_ALIGN, DIRECT_ALIGN + ((size + DIRECT_ALIGN - 1) &
+                                                            ~(size_t)(DIRECT_ALIGN - 1)));
+        b = start ? (union block_header *)(start + DIRECT_ALIGN) - 1 : NULL;
+    } else {
+        start = malloc(sizeof *b + size);
+        b = (union block_header *)start;
+    }
+    if (!start)
+        return NULL;
+    b->h.size = size;
+    b->h.start = start;
     file->alloc_current += size;
     file->alloc_live++;
     if (file->alloc_peak < file->alloc_current)
@@ -187,9 +227,9 @@ static void posix_release(void *context, void *memory)
 
     if (!memory)
         return;
-    file->alloc_current -= b->size;
+    file->alloc_current -= b->h.size;
     file->alloc_live--;
-    free(b);
+    free(b->h.start);
 }
 
 static void posix_log(void *context, enum vhdx_log_level level, const char *message)
@@ -347,11 +387,18 @@ not_found:
 int posix_file_open(struct posix_file *file, const char *path, bool writable,
                     struct vhdx_platform *platform)
 {
-    int err;
+    return posix_file_open_with(file, path, writable, 0, platform);
+}
+
+int posix_file_open_with(struct posix_file *file, const char *path, bool writable,
+                         unsigned flags, struct vhdx_platform *platform)
+{
+    int mode = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, err;
 
     memset(file, 0, sizeof *file);
     file->name = path;
-    file->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    file->direct_fd = -1;
+    file->fd = open(path, mode);
     if (file->fd < 0)
         return errno;
     err = posix_lock(file->fd, writable);
@@ -360,6 +407,9 @@ int posix_file_open(struct posix_file *file, const char *path, bool writable,
         file->fd = -1;
         return err;
     }
+    /* The lock belongs to the first descriptor; the direct one shares the file. */
+    if (flags & POSIX_DIRECT)
+        file->direct_fd = open(path, mode | O_DIRECT);
     file->writable = writable;
     memset(platform, 0, sizeof *platform);
     platform->context = file;
@@ -381,7 +431,9 @@ int posix_file_open(struct posix_file *file, const char *path, bool writable,
 
 void posix_file_close(struct posix_file *file)
 {
+    if (file->direct_fd >= 0)
+        close(file->direct_fd);
     if (file->fd >= 0)
         close(file->fd);
-    file->fd = -1;
+    file->fd = file->direct_fd = -1;
 }

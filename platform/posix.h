@@ -9,6 +9,7 @@
 
 struct posix_file {
     int fd;
+    int direct_fd;              /* O_DIRECT descriptor of the same file, or -1 */
     const char *name;           /* for messages: "vhdx: NAME: ..." */
     bool writable;
     int verbosity;              /* 0: errors and warnings, 1: + info, 2: + debug */
@@ -30,6 +31,11 @@ struct posix_file {
  */
 int posix_file_open(struct posix_file *file, const char *path, bool writable,
                     struct vhdx_platform *platform);
+
+/* posix_file_open with POSIX_* flags. */
+#define POSIX_DIRECT (1u << 0)      /* bypass the page cache where the file system can */
+int posix_file_open_with(struct posix_file *file, const char *path, bool writable,
+                         unsigned flags, struct vhdx_platform *platform);
 void posix_file_close(struct posix_file *file);
 
 #endif

@@ -13,7 +13,8 @@ set -eu
 BUILD_PACKAGES="build-essential gnu-efi"
 TEST_PACKAGES="qemu-utils qemu-system-x86 ovmf python3 python3-libvhdi libvhdi-utils mtools
 dosfstools gdisk bzip2 e2fsprogs grub-common grub-efi-amd64-bin systemd-boot-efi
-busybox-static sbsigntool openssl libnbd-bin python3-libnbd 7zip"
+busybox-static sbsigntool openssl libnbd-bin python3-libnbd 7zip
+debootstrap"
 # make fuzz, make fuzz-coverage: clang's libFuzzer and sanitizer runtimes
 # (libclang-rt-14-dev) and llvm-profdata/llvm-cov (llvm).  Not needed by make check.
 FUZZ_PACKAGES="clang libclang-rt-14-dev llvm qemu-utils python3"

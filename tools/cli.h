@@ -17,7 +17,10 @@
 
 struct options {
     const char *command;
-    const char *image;
+    const char *image;          /* the first argument after the command (attach: IMAGE,
+                                   detach: the device) */
+    const char *device;         /* attach: the second argument, /dev/nbdN */
+    char **argv;                /* the program's own (attach marks argv[0] with '@') */
     unsigned given;             /* OPT_* bits of the options on the command line */
     int verbosity;
     uint64_t offset, length;    /* --offset, --length */
@@ -29,6 +32,7 @@ struct options {
     const char *parent;         /* create: --parent */
     const char *volume_root;    /* --volume-root: where parent paths from a volume's root
                                    start (default: the mount point holding the image) */
+    uint64_t wait_seconds;      /* --wait (attach --firmware: for the ESP to appear) */
 };
 
 /* Options, as bits of options.given. */
@@ -46,6 +50,11 @@ struct options {
 #define OPT_FIXED     (1u << 11)
 #define OPT_PARENT    (1u << 12)
 #define OPT_VOLUME_ROOT (1u << 13)
+#define OPT_FIRMWARE  (1u << 14)
+#define OPT_BACKGROUND (1u << 15)
+#define OPT_DRY_RUN   (1u << 16)
+#define OPT_ALL       (1u << 17)
+#define OPT_WAIT      (1u << 18)
 
 struct session {
     struct posix_file file;
@@ -63,6 +72,10 @@ int report(const char *image, const struct vhdx_diag *diag);
 /* Open o->image (VHDX_OPEN_WRITABLE added when `writable`); 0 or an exit status. */
 int open_image(struct session *s, const struct options *o, bool writable, unsigned flags);
 
+/* The same for `path`, with POSIX_* flags for the platform (platform/posix.h). */
+int open_image_with(struct session *s, const struct options *o, const char *path,
+                    bool writable, unsigned flags, unsigned posix_flags);
+
 /* Close (flush, clean log); 0 or an exit status. */
 int close_image(struct session *s, const char *image);
 
@@ -70,5 +83,11 @@ int close_image(struct session *s, const char *image);
 int cmd_serve(const struct options *o);
 int cmd_create(const struct options *o);
 int cmd_merge(const struct options *o);
+
+/* tools/attach.c */
+int cmd_attach(const struct options *o);
+int cmd_detach(const struct options *o);
+/* This program run as /run/initramfs/shutdown ACTION (systemd's shutdown pivot). */
+int shutdown_main(int argc, char **argv);
 
 #endif

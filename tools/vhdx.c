@@ -47,6 +47,13 @@ static const char usage_text[] =
     "  serve IMAGE (--socket PATH | --port N [--bind ADDR]) [--read-only]\n"
     "                                       serve the disk over NBD until SIGTERM or\n"
     "                                       SIGINT (TCP: 127.0.0.1 unless --bind)\n"
+    "  attach IMAGE [/dev/nbdN] [--read-only] [--background]\n"
+    "                                       the kernel's NBD device on the disk; prints\n"
+    "                                       the device; serves until detached\n"
+    "  attach --firmware [--read-only] [--dry-run] [--wait SECONDS]\n"
+    "                                       (initramfs) attach what the firmware handed\n"
+    "                                       over, or the vhdx= kernel parameter\n"
+    "  detach /dev/nbdN | --all             disconnect; the image is flushed and closed\n"
     "\n"
     "Options:\n"
     "  -v, --verbose   also say what opening did (log replay, fallbacks) and what it\n"
@@ -125,26 +132,39 @@ static const struct option_spec {
     { "--fixed", OPT_FIXED, VALUE_NONE, 0 },
     { "--parent", OPT_PARENT, VALUE_TEXT, offsetof(struct options, parent) },
     { "--volume-root", OPT_VOLUME_ROOT, VALUE_TEXT, offsetof(struct options, volume_root) },
+    { "--firmware", OPT_FIRMWARE, VALUE_NONE, 0 },
+    { "--background", OPT_BACKGROUND, VALUE_NONE, 0 },
+    { "--dry-run", OPT_DRY_RUN, VALUE_NONE, 0 },
+    { "--all", OPT_ALL, VALUE_NONE, 0 },
+    { "--wait", OPT_WAIT, VALUE_NUMBER, offsetof(struct options, wait_seconds) },
 };
 
-/* The commands: which options each accepts and which it needs. */
+/* The commands: which options each accepts and which it needs; `arguments`: how many
+ * arguments follow the command (the first is IMAGE); `bare`: options with which the
+ * command needs no argument at all (it checks that itself). */
 static const struct command {
     const char *name;
     int (*run)(const struct options *o);
     unsigned accepted, required;
+    unsigned arguments, bare;
 } command_table[] = {
-    { "info", cmd_info, OPT_JSON | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
-    { "cat", cmd_cat, OPT_OFFSET | OPT_LENGTH | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
-    { "check", cmd_check, OPT_CACHE | OPT_VOLUME_ROOT, 0 },
-    { "write", cmd_write, OPT_OFFSET | OPT_CACHE | OPT_VOLUME_ROOT, OPT_OFFSET },
-    { "replay", cmd_replay, OPT_CACHE | OPT_VOLUME_ROOT, 0 },
-    { "zero", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH },
-    { "discard", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH },
-    { "map", cmd_map, OPT_JSON | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
-    { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE | OPT_VOLUME_ROOT, 0 },
-    { "create", cmd_create, OPT_SIZE | OPT_BLOCK_SIZE | OPT_SECTOR_SIZE | OPT_FIXED | OPT_PARENT,
+    { "info", cmd_info, OPT_JSON | OPT_CACHE | OPT_VOLUME_ROOT, 0, 1, 0 },
+    { "cat", cmd_cat, OPT_OFFSET | OPT_LENGTH | OPT_CACHE | OPT_VOLUME_ROOT, 0, 1, 0 },
+    { "check", cmd_check, OPT_CACHE | OPT_VOLUME_ROOT, 0, 1, 0 },
+    { "write", cmd_write, OPT_OFFSET | OPT_CACHE | OPT_VOLUME_ROOT, OPT_OFFSET, 1, 0 },
+    { "replay", cmd_replay, OPT_CACHE | OPT_VOLUME_ROOT, 0, 1, 0 },
+    { "zero", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH, 1, 0 },
+    { "discard", cmd_zero, OPT_OFFSET | OPT_LENGTH | OPT_CACHE, OPT_OFFSET | OPT_LENGTH, 1,
       0 },
-    { "merge", cmd_merge, OPT_CACHE | OPT_VOLUME_ROOT, 0 },
+    { "map", cmd_map, OPT_JSON | OPT_CACHE | OPT_VOLUME_ROOT, 0, 1, 0 },
+    { "serve", cmd_serve, OPT_SOCKET | OPT_PORT | OPT_BIND | OPT_READ_ONLY | OPT_CACHE |
+      OPT_VOLUME_ROOT, 0, 1, 0 },
+    { "create", cmd_create, OPT_SIZE | OPT_BLOCK_SIZE | OPT_SECTOR_SIZE | OPT_FIXED | OPT_PARENT,
+      0, 1, 0 },
+    { "merge", cmd_merge, OPT_CACHE | OPT_VOLUME_ROOT, 0, 1, 0 },
+    { "attach", cmd_attach, OPT_READ_ONLY | OPT_BACKGROUND | OPT_FIRMWARE | OPT_DRY_RUN |
+      OPT_WAIT | OPT_CACHE | OPT_VOLUME_ROOT, 0, 2, OPT_FIRMWARE },
+    { "detach", cmd_detach, OPT_ALL, 0, 1, OPT_ALL },
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -192,6 +212,8 @@ static int parse_args(int argc, char **argv, struct options *o, const struct com
             o->command = a;
         } else if (!o->image) {
             o->image = a;
+        } else if (!o->device) {
+            o->device = a;
         } else {
             return usage_error("unexpected argument '%s'", a);
         }
@@ -207,8 +229,10 @@ static int parse_args(int argc, char **argv, struct options *o, const struct com
     if ((o->given & OPT_CACHE) && (o->cache_bytes < VHDX_MIN_CACHE_BYTES ||
                                    o->cache_bytes > SIZE_MAX))
         return usage_error("%s", "--cache: not a cache size (4K or more)");
-    if (!o->image)
+    if (!o->image && !(o->given & (*command)->bare))
         return usage_error("%s: no image given", o->command);
+    if (o->device && (*command)->arguments < 2)
+        return usage_error("unexpected argument '%s'", o->device);
     for (size_t k = 0; k < COUNT(option_table); k++) {
         const struct option_spec *spec = &option_table[k];
         char text[64];
@@ -283,13 +307,19 @@ static bool chain_error(enum vhdx_error code)
 
 int open_image(struct session *s, const struct options *o, bool writable, unsigned flags)
 {
+    return open_image_with(s, o, o->image, writable, flags, 0);
+}
+
+int open_image_with(struct session *s, const struct options *o, const char *path,
+                    bool writable, unsigned flags, unsigned posix_flags)
+{
     struct vhdx_open_options options;
     struct vhdx_diag diag;
     int err, rc;
 
-    err = posix_file_open(&s->file, o->image, writable, &s->platform);
+    err = posix_file_open_with(&s->file, path, writable, posix_flags, &s->platform);
     if (err) {
-        report_open_error(o->image, err, writable);
+        report_open_error(path, err, writable);
         return EXIT_USAGE;
     }
     s->file.verbosity = o->verbosity;
@@ -304,8 +334,8 @@ int open_image(struct session *s, const struct options *o, bool writable, unsign
         if (!(flags & VHDX_OPEN_NO_PARENT) && !strcmp(o->command, "info") &&
             chain_error(diag.code))
             return EXIT_INVALID;
-        rc = report(o->image, &diag);
-        report_costs(&s->file, o->image);
+        rc = report(path, &diag);
+        report_costs(&s->file, path);
         return rc;
     }
     return 0;
@@ -841,7 +871,13 @@ int main(int argc, char **argv)
 {
     struct options o;
     const struct command *command;
-    int status = parse_args(argc, argv, &o, &command);
+    const char *base = strrchr(argv[0], '/');
+    int status;
 
+    /* systemd's shutdown pivot runs /run/initramfs/shutdown (a copy of this program). */
+    if (!strcmp(base ? base + 1 : argv[0], "shutdown"))
+        return shutdown_main(argc, argv);
+    status = parse_args(argc, argv, &o, &command);
+    o.argv = argv;
     return status ? status : command->run(&o);
 }
