@@ -69,10 +69,13 @@ $(BUILD)/static/vhdx: $(REL_OBJ) $(patsubst %.c,$(BUILD)/rel/%.o,$(TOOL_SRC))
 	$(CC) -static -s $^ -o $@ 2> $@.log || { cat $@.log >&2; exit 1; }
 	@grep -v -e getaddrinfo -e 'in function' $@.log >&2 || true
 
-# Unit tests: one sanitized program per tests/c/*.c, linked with the core and host platform.
+# Unit tests: one sanitized program per tests/c/*.c, linked with the core and host platform
+# (and the tool objects named as its prerequisites).
+$(BUILD)/san/tests/test_handoff: $(BUILD)/san/tools/handoff.o
 $(BUILD)/san/tests/%: tests/c/%.c $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -Itests/c $< $(SAN_OBJ) $(SAN_LDFLAGS) -o $@
+	$(CC) $(SAN_CFLAGS) -Itests/c -Itools $< $(SAN_OBJ) \
+	    $(filter $(BUILD)/san/tools/%.o,$^) $(SAN_LDFLAGS) -o $@
 
 # The fuzz target (tests/fuzz/fuzz_vhdx.c) over the in-memory platform.  --wrap lets it
 # count the core's checksummed and compared bytes (its work bounds) without touching core/.

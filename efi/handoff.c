@@ -194,6 +194,41 @@ static bool free_name(struct handoff *p)
     return false;
 }
 
+/*
+ * The parent entries of a chain after the child's path (version 2): each parent's
+ * identity as it was opened (read-only: it does not change) and the path the platform
+ * mapped it at.  The record's size, or 0 when the chain does not fit.
+ */
+static size_t put_parents(uint8_t *r, size_t at, const struct mounted_disk *disk,
+                          unsigned *count)
+{
+    const struct vhdx_disk *level = disk->vhdx;
+    const struct efi_esp_file *file = disk->file.parents;
+
+    *count = 0;
+    for (; (level = vhdx_parent(level)) && file; file = file->next_parent) {
+        size_t length = str_length(file->name);
+        uint8_t *e = r + at;
+        struct vhdx_info info;
+
+        if (*count == VHDX_HANDOFF_MAX_PARENTS || length > VHDX_HANDOFF_PATH_MAX)
+            return 0;
+        vhdx_get_info(level, &info);
+        efi_bs->CopyMem(e + VHDX_HANDOFF_PARENT_FILE_WRITE,
+                        (void *)info.file_write_guid.bytes, 16);
+        efi_bs->CopyMem(e + VHDX_HANDOFF_PARENT_DATA_WRITE,
+                        (void *)info.data_write_guid.bytes, 16);
+        efi_bs->CopyMem(e + VHDX_HANDOFF_PARENT_DISK_ID, (void *)info.virtual_disk_id.bytes,
+                        16);
+        put64(e + VHDX_HANDOFF_PARENT_FILE_SIZE, info.file_size);
+        put16(e + VHDX_HANDOFF_PARENT_PATH_LENGTH, (uint16_t)length);
+        efi_bs->CopyMem(e + VHDX_HANDOFF_PARENT_FIXED_SIZE, (void *)file->name, length);
+        at += VHDX_HANDOFF_PARENT_FIXED_SIZE + length;
+        ++*count;
+    }
+    return at;
+}
+
 void handoff_publish(const struct disk_set *set, struct mounted_disk *disk)
 {
     struct handoff *p = NULL;
@@ -201,6 +236,7 @@ void handoff_publish(const struct disk_set *set, struct mounted_disk *disk)
     const char *why = NULL;
     uint32_t serial, flags = 0;
     size_t path_length = str_length(disk->path);
+    unsigned parents = 0;
     uint8_t *r;
     EFI_STATUS status;
 
@@ -217,6 +253,9 @@ void handoff_publish(const struct disk_set *set, struct mounted_disk *disk)
         why = "the ESP's boot sector has no FAT volume serial";
     else if (!free_name(p))
         why = "every variable name is taken";
+    else if (!(p->size = put_parents(p->record, VHDX_HANDOFF_FIXED_SIZE + path_length, disk,
+                                     &parents)))
+        why = "its chain of parents is too deep or their paths too long";
     if (why) {
         if (disk->verbose)
             con_print("vhdx: %s: no hand-off to the OS: %s\n", disk->path, why);
@@ -224,10 +263,9 @@ void handoff_publish(const struct disk_set *set, struct mounted_disk *disk)
         return;
     }
     r = p->record;
-    efi_bs->SetMem(r, sizeof p->record, 0);
     efi_bs->CopyMem(r, VHDX_HANDOFF_MAGIC, 8);
-    put16(r + VHDX_HANDOFF_OFF_VERSION, VHDX_HANDOFF_VERSION);
-    p->size = VHDX_HANDOFF_FIXED_SIZE + path_length;
+    put16(r + VHDX_HANDOFF_OFF_VERSION, parents ? VHDX_HANDOFF_VERSION_CHAIN
+                                                : VHDX_HANDOFF_VERSION);
     put16(r + VHDX_HANDOFF_OFF_SIZE, (uint16_t)p->size);
     if (!disk->writable)
         flags |= VHDX_HANDOFF_READ_ONLY;
@@ -240,6 +278,7 @@ void handoff_publish(const struct disk_set *set, struct mounted_disk *disk)
     put32(r + VHDX_HANDOFF_OFF_FAT_SERIAL, serial);
     put_identity(r, &disk->info, disk->file.size);
     put16(r + VHDX_HANDOFF_OFF_PATH_LENGTH, (uint16_t)path_length);
+    put16(r + VHDX_HANDOFF_OFF_PARENTS, (uint16_t)parents);
     efi_bs->CopyMem(r + VHDX_HANDOFF_FIXED_SIZE, (void *)disk->path, path_length);
     seal(p);
     status = write_variable(p);

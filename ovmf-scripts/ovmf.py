@@ -130,6 +130,40 @@ def fat_disk(path, size, files, sector=512, label="DISK", esp=False, fat_bits=No
     return offset, length
 
 
+def mbr_fat_disk(path, size, files, fat_bits=16, part_type=0x06, signature=0,
+                 label="HUGE"):
+    """A raw disk: an MBR (disk signature `signature`) with one FAT partition of type
+    `part_type` (0x06 FAT16, 0xEF an EFI System Partition) from LBA 2048 to the end, made
+    with mkfs.fat and mtools.  Returns the partition's byte offset."""
+    first, sectors = 2048, size // 512 - 2048
+    with open(path, "wb") as f:
+        f.truncate(size)
+    part = path + ".part"
+    with open(part, "wb") as f:
+        f.truncate(sectors * 512)
+    run(["mkfs.fat", "-F", str(fat_bits), "-n", label, part])
+    fat_put(part, files)
+    mbr = bytearray(512)
+    struct.pack_into("<I", mbr, 440, signature)
+    # Status, CHS first (unused: 0xFE 0xFF 0xFF), type, CHS last, first LBA, sectors.
+    struct.pack_into("<B3sB3sII", mbr, 446, 0, b"\xfe\xff\xff", part_type, b"\xfe\xff\xff",
+                     first, sectors)
+    mbr[510:512] = b"\x55\xaa"
+    with open(path, "r+b") as f, open(part, "rb") as src:
+        f.write(mbr)
+        at = first * 512
+        while True:             # the zeros stay holes of the sparse file
+            data = src.read(4 * MiB)
+            if not data:
+                break
+            if data.count(0) != len(data):
+                f.seek(at)
+                f.write(data)
+            at += len(data)
+    os.unlink(part)
+    return first * 512
+
+
 def fat_put(image, files, offset=0):
     """Copy {name: bytes or host path} into a FAT image (at byte `offset`) with mtools."""
     target = "%s@@%d" % (image, offset) if offset else image

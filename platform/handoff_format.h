@@ -17,8 +17,8 @@
  *
  *   offset size  field
  *        0    8  magic "VHDXHAND"
- *        8    2  version (1)
- *       10    2  record size in bytes (VHDX_HANDOFF_FIXED_SIZE + path length)
+ *        8    2  version (1: no parents; 2: with the parent entries below)
+ *       10    2  record size in bytes (all of it: the CRC covers every byte)
  *       12    4  CRC-32C of the record with this field zero
  *       16    4  flags (VHDX_HANDOFF_*)
  *       20    4  partition number of the ESP on its disk (1-based)
@@ -35,8 +35,26 @@
  *      112   16  LogGuid        } (zero once CLOSED confirms a clean close)
  *      128    8  file size in bytes
  *      136    2  path length in bytes
- *      138    2  parent count (0: differencing chains are not mounted yet)
+ *      138    2  parent count (0 in version 1)
  *      140    n  the file's path on the ESP: UTF-8, '\' separators, from the root
+ *
+ * Version 2, for a differencing child: after the path, one entry per parent of its
+ * chain, the child's own parent first; each parent as the firmware opened it, read-only
+ * (the firmware never writes a parent, so its identity holds until the OS opens it):
+ *
+ *   offset size  field (from the start of the entry)
+ *        0   16  FileWriteGuid   } of the parent's header
+ *       16   16  DataWriteGuid   }  (DataWriteGuid is the child's parent_linkage)
+ *       32   16  VirtualDiskId
+ *       48    8  file size in bytes
+ *       56    2  path length in bytes
+ *       58    6  reserved (0)
+ *       64    n  the parent's path on the ESP as the firmware resolved it from the
+ *                locator: UTF-8, '\' separators, from the root
+ *
+ * The record size is then 140 + path length + the sum of (64 + parent path length).  A
+ * disk without parents is still written as version 1 (the same bytes), which the tool of
+ * an older initramfs reads; that tool refuses a version 2 record, saying so.
  *
  * When it is written: a volatile variable can be written only while boot services exist
  * (UEFI 2.10 section 8.2: afterwards it is read-only), and the firmware closes its images
@@ -60,7 +78,8 @@
 #define VHDX_HANDOFF_MAX_DISKS 16
 
 #define VHDX_HANDOFF_MAGIC "VHDXHAND"
-#define VHDX_HANDOFF_VERSION 1
+#define VHDX_HANDOFF_VERSION 1          /* a disk without parents */
+#define VHDX_HANDOFF_VERSION_CHAIN 2    /* with parent entries */
 
 #define VHDX_HANDOFF_READ_ONLY (1u << 0)     /* mounted read-only by the firmware */
 #define VHDX_HANDOFF_CLOSED    (1u << 1)     /* the GUIDs are those of the clean close */
@@ -88,7 +107,18 @@
 #define VHDX_HANDOFF_OFF_PARENTS        138
 #define VHDX_HANDOFF_FIXED_SIZE         140
 
+/* A parent entry's offsets (from the entry's start). */
+#define VHDX_HANDOFF_PARENT_FILE_WRITE  0
+#define VHDX_HANDOFF_PARENT_DATA_WRITE  16
+#define VHDX_HANDOFF_PARENT_DISK_ID     32
+#define VHDX_HANDOFF_PARENT_FILE_SIZE   48
+#define VHDX_HANDOFF_PARENT_PATH_LENGTH 56
+#define VHDX_HANDOFF_PARENT_FIXED_SIZE  64
+
 #define VHDX_HANDOFF_PATH_MAX 512
-#define VHDX_HANDOFF_MAX_SIZE (VHDX_HANDOFF_FIXED_SIZE + VHDX_HANDOFF_PATH_MAX)
+#define VHDX_HANDOFF_MAX_PARENTS 16     /* a deeper chain is not handed over */
+#define VHDX_HANDOFF_MAX_SIZE (VHDX_HANDOFF_FIXED_SIZE + VHDX_HANDOFF_PATH_MAX + \
+                               VHDX_HANDOFF_MAX_PARENTS * \
+                               (VHDX_HANDOFF_PARENT_FIXED_SIZE + VHDX_HANDOFF_PATH_MAX))
 
 #endif

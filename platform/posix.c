@@ -29,7 +29,8 @@
  * through a second, buffered descriptor of the same file (Linux keeps the two coherent:
  * a direct read writes back cached pages of its range first, a direct write drops them);
  * the core's own buffers are allocated aligned, so those are rare.  A file system
- * without O_DIRECT is used buffered.
+ * without O_DIRECT is used buffered.  Differencing parents are opened the same way as
+ * their child.
  */
 #include "posix.h"
 
@@ -370,7 +371,8 @@ static int posix_open_sibling(void *context, const char *path, bool writable,
         p += length;
         p += *p != '\0';
     }
-    err = posix_file_open(&sibling->file, sibling->path, writable, platform);
+    err = posix_file_open_with(&sibling->file, sibling->path, writable,
+                               file->direct_fd >= 0 ? POSIX_DIRECT : 0, platform);
     if (err)
         goto not_found;
     sibling->file.verbosity = file->verbosity;

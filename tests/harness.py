@@ -74,6 +74,29 @@ def pyvhdi_read(p, size):
     return data
 
 
+def pyvhdi_chain(files, out):
+    """The virtual disk of a differencing chain as libvhdi reads it (each file given its
+    parent with set_parent), written to `out`; `files` the child first, then its parent,
+    and so on."""
+    import pyvhdi
+    opened = []
+    for p in reversed(files):
+        f = pyvhdi.file()
+        f.open(p)
+        if opened:
+            f.set_parent(opened[-1])
+        opened.append(f)
+    top = opened[-1]
+    with open(out, "wb") as o:
+        size, at = top.get_media_size(), 0
+        while at < size:
+            n = min(4 * MiB, size - at)
+            o.write(top.read_buffer_at_offset(n, at))
+            at += n
+    for f in reversed(opened):
+        f.close()
+
+
 def qemu(*args):
     r = subprocess.run(list(args), capture_output=True, text=True, timeout=600)
     return r.returncode, r.stdout + r.stderr

@@ -531,7 +531,7 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
 {
     struct sigaction action = { .sa_handler = on_stop_signal };
     sigset_t stop_signals, saved_mask, wait_mask;
-    char why[400];
+    char why[HANDOFF_WHY_MAX + 80];
     enum nbd_end end;
     int status, close_status;
 
@@ -539,6 +539,15 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
     if (status) {
         report_ready(a, status, "vhdx attach: the image could not be opened (above)");
         return status;
+    }
+    /* The chain served is the one checked (the probe's files, not others found since). */
+    if (a->handoff && !handoff_chain_matches(a->handoff, a->s.disk, why)) {
+        char text[sizeof why + 200];
+
+        snprintf(text, sizeof text, "vhdx attach: %s: not attached: %s", a->name, why);
+        report_ready(a, EXIT_INVALID, text);
+        close_image(&a->s, a->name);
+        return EXIT_INVALID;
     }
     nbd_export_init(&a->export, a->s.disk, a->name, a->read_only);
     if (a->export.sector_size > 4096 || nbd_conn_init(&a->conn)) {
@@ -723,7 +732,30 @@ static int prepare_firmware_disk(struct attach *a)
     }
     snprintf(firmware_image, sizeof firmware_image, "%s%s", ESP_MOUNT, d->path);
     a->image = firmware_image;
-    /* The identity, before anything is written. */
+    /* The identity, before anything is written: each parent where the firmware found
+     * it, then the child with the chain the core finds from it, level by level. */
+    for (unsigned i = 0; i < d->parent_count; i++) {
+        char parent[sizeof ESP_MOUNT + VHDX_HANDOFF_PATH_MAX + 1];
+
+        snprintf(parent, sizeof parent, "%s%s", ESP_MOUNT, d->parents[i].path);
+        status = open_image_with(&probe, a->o, parent, false, VHDX_OPEN_NO_PARENT, 0);
+        if (status) {
+            snprintf(text, sizeof text, "vhdx attach: %s on %s: not attached, nothing "
+                     "written: its parent %s cannot be opened (above)", a->name, device,
+                     d->parents[i].path);
+            report_ready(a, status, text);
+            return status;
+        }
+        vhdx_get_info(probe.disk, &info);
+        close_image(&probe, parent);
+        if (!handoff_parent_matches(&d->parents[i], &info, why)) {
+            snprintf(text, sizeof text, "vhdx attach: %s on %s: not attached, nothing "
+                     "written: its parent %s changed after the firmware read it (%s)",
+                     a->name, device, d->parents[i].path, why);
+            report_ready(a, EXIT_INVALID, text);
+            return EXIT_INVALID;
+        }
+    }
     status = open_image_with(&probe, a->o, a->image, false, 0, 0);
     if (status) {
         snprintf(text, sizeof text, "vhdx attach: %s on %s: cannot be opened (above)",
@@ -732,21 +764,22 @@ static int prepare_firmware_disk(struct attach *a)
         return status;
     }
     vhdx_get_info(probe.disk, &info);
-    close_image(&probe, a->name);
     if (!handoff_identity_matches(d, &info, why)) {
         snprintf(text, sizeof text, "vhdx attach: %s on %s: not attached, nothing written: "
                  "the file changed after the firmware closed it (%s)", a->name, device, why);
-        report_ready(a, EXIT_INVALID, text);
-        return EXIT_INVALID;
+        status = EXIT_INVALID;
+    } else if (!handoff_chain_matches(d, probe.disk, why)) {
+        snprintf(text, sizeof text, "vhdx attach: %s on %s: not attached, nothing written: "
+                 "%s", a->name, device, why);
+        status = EXIT_INVALID;
+    }
+    close_image(&probe, a->name);
+    if (status) {
+        report_ready(a, status, text);
+        return status;
     }
     if (info.log_state != VHDX_LOG_WAS_CLEAN)
         say(a, "the firmware's close did not finish (the log is dirty): replaying it");
-    if (info.type == VHDX_TYPE_DIFFERENCING) {
-        snprintf(text, sizeof text, "vhdx attach: %s: differencing disks are not supported",
-                 a->name);
-        report_ready(a, EXIT_INVALID, text);
-        return EXIT_INVALID;
-    }
     return 0;
 }
 
@@ -823,9 +856,12 @@ static int cmd_attach_firmware(const struct options *o, char **argv)
         a.name = name;
         a.read_only = disks[i].read_only || (o->given & OPT_READ_ONLY);
         if (o->given & OPT_DRY_RUN) {
-            printf("%s: %s on the ESP %s%s%s\n", disks[i].source, disks[i].path,
+            printf("%s: %s on the ESP %s%s%s", disks[i].source, disks[i].path,
                    disks[i].mbr ? "MBR partition" : "PARTUUID=", disks[i].mbr ? "" : id,
                    a.read_only ? ", read-only" : "");
+            for (unsigned k = 0; k < disks[i].parent_count; k++)
+                printf("%s%s", k ? ", " : ", over ", disks[i].parents[k].path);
+            printf("\n");
             continue;
         }
         /* The child is the server: '@' at the start of argv[0] marks it for systemd. */

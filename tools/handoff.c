@@ -170,6 +170,53 @@ static void take_guid(const uint8_t *p, struct vhdx_guid *guid)
     memcpy(guid->bytes, p, 16);
 }
 
+/* A path of the record (`length` bytes at `p`): no NUL, then as take_path says. */
+static bool take_record_path(const uint8_t *p, size_t length, char *out, char *why)
+{
+    if (memchr(p, 0, length)) {
+        snprintf(why, HANDOFF_WHY_MAX, "the path holds a NUL byte");
+        return false;
+    }
+    return take_path((const char *)p, length, out, why);
+}
+
+/* Parent entries from `at` to the end of the record (version 2).  0, or -1 with `why`. */
+static int take_parents(const uint8_t *data, size_t size, size_t at,
+                        struct handoff_disk *disk, char *why)
+{
+    for (unsigned i = 0; i < disk->parent_count; i++) {
+        struct handoff_parent *p = &disk->parents[i];
+        const uint8_t *e = data + at;
+        size_t length;
+
+        if (size - at < VHDX_HANDOFF_PARENT_FIXED_SIZE ||
+            (length = le16(e + VHDX_HANDOFF_PARENT_PATH_LENGTH)) > VHDX_HANDOFF_PATH_MAX ||
+            size - at - VHDX_HANDOFF_PARENT_FIXED_SIZE < length) {
+            snprintf(why, HANDOFF_WHY_MAX, "parent %u of %u does not fit in the record's "
+                     "%zu bytes", i + 1, disk->parent_count, size);
+            return -1;
+        }
+        if (!take_record_path(e + VHDX_HANDOFF_PARENT_FIXED_SIZE, length, p->path, why)) {
+            char detail[HANDOFF_WHY_MAX];
+
+            snprintf(detail, sizeof detail, "%.300s", why);
+            snprintf(why, HANDOFF_WHY_MAX, "parent %u: %.290s", i + 1, detail);
+            return -1;
+        }
+        take_guid(e + VHDX_HANDOFF_PARENT_FILE_WRITE, &p->file_write_guid);
+        take_guid(e + VHDX_HANDOFF_PARENT_DATA_WRITE, &p->data_write_guid);
+        take_guid(e + VHDX_HANDOFF_PARENT_DISK_ID, &p->disk_id);
+        p->file_size = le64(e + VHDX_HANDOFF_PARENT_FILE_SIZE);
+        at += VHDX_HANDOFF_PARENT_FIXED_SIZE + length;
+    }
+    if (at != size) {
+        snprintf(why, HANDOFF_WHY_MAX, "the record's sizes do not add up (%zu bytes, %zu "
+                 "used by the path and %u parents)", size, at, disk->parent_count);
+        return -1;
+    }
+    return 0;
+}
+
 int handoff_parse_record(const uint8_t *data, size_t size, struct handoff_disk *disk,
                          char *why)
 {
@@ -184,14 +231,15 @@ int handoff_parse_record(const uint8_t *data, size_t size, struct handoff_disk *
         return -1;
     }
     version = le16(data + VHDX_HANDOFF_OFF_VERSION);
-    if (version != VHDX_HANDOFF_VERSION) {
-        snprintf(why, HANDOFF_WHY_MAX, "record version %u; this tool reads version %d",
-                 version, VHDX_HANDOFF_VERSION);
+    if (version != VHDX_HANDOFF_VERSION && version != VHDX_HANDOFF_VERSION_CHAIN) {
+        snprintf(why, HANDOFF_WHY_MAX, "record version %u; this tool reads versions %d and "
+                 "%d", version, VHDX_HANDOFF_VERSION, VHDX_HANDOFF_VERSION_CHAIN);
         return -1;
     }
     path_length = le16(data + VHDX_HANDOFF_OFF_PATH_LENGTH);
     if (size > VHDX_HANDOFF_MAX_SIZE || le16(data + VHDX_HANDOFF_OFF_SIZE) != (uint16_t)size ||
-        path_length > VHDX_HANDOFF_PATH_MAX || (size_t)VHDX_HANDOFF_FIXED_SIZE + path_length != size) {
+        path_length > VHDX_HANDOFF_PATH_MAX ||
+        (size_t)VHDX_HANDOFF_FIXED_SIZE + path_length > size) {
         snprintf(why, HANDOFF_WHY_MAX, "the record's sizes do not add up (%zu bytes, size "
                  "field %u, path %u bytes)", size, le16(data + VHDX_HANDOFF_OFF_SIZE),
                  path_length);
@@ -209,19 +257,16 @@ int handoff_parse_record(const uint8_t *data, size_t size, struct handoff_disk *
         snprintf(why, HANDOFF_WHY_MAX, "unknown flags 0x%" PRIx32, flags);
         return -1;
     }
-    if (le16(data + VHDX_HANDOFF_OFF_PARENTS)) {
-        snprintf(why, HANDOFF_WHY_MAX, "a differencing chain (%u parents): not supported",
-                 le16(data + VHDX_HANDOFF_OFF_PARENTS));
+    disk->parent_count = le16(data + VHDX_HANDOFF_OFF_PARENTS);
+    if ((version == VHDX_HANDOFF_VERSION && disk->parent_count) ||
+        disk->parent_count > VHDX_HANDOFF_MAX_PARENTS) {
+        snprintf(why, HANDOFF_WHY_MAX, "%u parents in a version %u record (at most %d in "
+                 "version %d, none in version %d)", disk->parent_count, version,
+                 VHDX_HANDOFF_MAX_PARENTS, VHDX_HANDOFF_VERSION_CHAIN, VHDX_HANDOFF_VERSION);
         return -1;
     }
-    for (unsigned i = 0; i < path_length; i++) {
-        if (!data[VHDX_HANDOFF_FIXED_SIZE + i]) {
-            snprintf(why, HANDOFF_WHY_MAX, "the path holds a NUL byte");
-            return -1;
-        }
-    }
-    if (!take_path((const char *)data + VHDX_HANDOFF_FIXED_SIZE, path_length, disk->path,
-                   why))
+    if (!take_record_path(data + VHDX_HANDOFF_FIXED_SIZE, path_length, disk->path, why) ||
+        take_parents(data, size, VHDX_HANDOFF_FIXED_SIZE + path_length, disk, why))
         return -1;
     disk->read_only = flags & VHDX_HANDOFF_READ_ONLY;
     disk->closed = flags & VHDX_HANDOFF_CLOSED;
@@ -459,8 +504,9 @@ static bool same_guid(const struct vhdx_guid *a, const struct vhdx_guid *b)
     return !memcmp(a->bytes, b->bytes, 16);
 }
 
+/* "its WHAT is NOW, the firmware SAW THEN" when they differ. */
 static bool guid_differs(const char *what, const struct vhdx_guid *now,
-                         const struct vhdx_guid *then, char *why)
+                         const struct vhdx_guid *then, const char *saw, char *why)
 {
     char a[39], b[39];
 
@@ -468,7 +514,7 @@ static bool guid_differs(const char *what, const struct vhdx_guid *now,
         return false;
     vhdx_guid_format(now, a);
     vhdx_guid_format(then, b);
-    snprintf(why, HANDOFF_WHY_MAX, "its %s is %s, the firmware left %s", what, a, b);
+    snprintf(why, HANDOFF_WHY_MAX, "its %s is %s, the firmware %s %s", what, a, saw, b);
     return true;
 }
 
@@ -477,7 +523,7 @@ bool handoff_identity_matches(const struct handoff_disk *disk, const struct vhdx
 {
     if (!disk->have_identity)
         return true;
-    if (guid_differs("virtual disk ID", &info->virtual_disk_id, &disk->disk_id, why))
+    if (guid_differs("virtual disk ID", &info->virtual_disk_id, &disk->disk_id, "left", why))
         return false;
     if (info->virtual_size != disk->virtual_size ||
         info->logical_sector_size != disk->sector_size) {
@@ -491,7 +537,63 @@ bool handoff_identity_matches(const struct handoff_disk *disk, const struct vhdx
      * dirty log with the firmware's GUIDs is the firmware's own (its close did not
      * finish): replaying it is the core's job. */
     return !guid_differs("FileWriteGuid", &info->file_write_guid, &disk->file_write_guid,
-                         why) &&
+                         "left", why) &&
            !guid_differs("DataWriteGuid", &info->data_write_guid, &disk->data_write_guid,
-                         why);
+                         "left", why);
+}
+
+/* A parent is only ever read, by the firmware and by us: any writer renews its
+ * FileWriteGuid (spec 2.2.2.1), and the child's parent_linkage names its DataWriteGuid. */
+bool handoff_parent_matches(const struct handoff_parent *p, const struct vhdx_info *info,
+                            char *why)
+{
+    if (guid_differs("FileWriteGuid", &info->file_write_guid, &p->file_write_guid, "read",
+                     why) ||
+        guid_differs("DataWriteGuid", &info->data_write_guid, &p->data_write_guid, "read",
+                     why) ||
+        guid_differs("virtual disk ID", &info->virtual_disk_id, &p->disk_id, "read", why))
+        return false;
+    if (info->file_size != p->file_size) {
+        snprintf(why, HANDOFF_WHY_MAX, "it is %" PRIu64 " bytes long, the firmware read %"
+                 PRIu64, info->file_size, p->file_size);
+        return false;
+    }
+    return true;
+}
+
+bool handoff_chain_matches(const struct handoff_disk *d, const struct vhdx_disk *disk,
+                           char *why)
+{
+    const struct vhdx_disk *level = disk;
+    struct vhdx_disk *parent;
+    unsigned n = 0;
+
+    if (!d->have_identity)
+        return true;
+    for (; (parent = vhdx_parent(level)); level = parent, n++) {
+        struct vhdx_info child, info;
+        char detail[HANDOFF_WHY_MAX];
+
+        vhdx_get_info(level, &child);
+        vhdx_get_info(parent, &info);
+        if (n == d->parent_count) {
+            snprintf(why, HANDOFF_WHY_MAX, "its chain here is deeper than the firmware's "
+                     "(%u parents): parent %u is '%.200s'", d->parent_count, n + 1,
+                     child.parent_path ? child.parent_path : "?");
+            return false;
+        }
+        if (!handoff_parent_matches(&d->parents[n], &info, detail)) {
+            snprintf(why, HANDOFF_WHY_MAX, "its parent %u as found here ('%.100s', through "
+                     "%s) is not the firmware's %.100s: %.200s", n + 1,
+                     child.parent_path ? child.parent_path : "?",
+                     child.parent_key ? child.parent_key : "?", d->parents[n].path, detail);
+            return false;
+        }
+    }
+    if (n != d->parent_count) {
+        snprintf(why, HANDOFF_WHY_MAX, "its chain here has %u parents, the firmware's had %u",
+                 n, d->parent_count);
+        return false;
+    }
+    return true;
 }

@@ -15,7 +15,14 @@
 #include "handoff_format.h"
 #include "vhdx.h"
 
-#define HANDOFF_WHY_MAX 320
+#define HANDOFF_WHY_MAX 480
+
+/* A parent of a differencing chain, as the firmware opened it (read-only). */
+struct handoff_parent {
+    char path[VHDX_HANDOFF_PATH_MAX + 1];   /* on the ESP, '/' separators, from the root */
+    struct vhdx_guid file_write_guid, data_write_guid, disk_id;
+    uint64_t file_size;
+};
 
 /* One disk to attach. */
 struct handoff_disk {
@@ -33,6 +40,8 @@ struct handoff_disk {
     uint32_t sector_size, block_size;
     uint64_t virtual_size;
     struct vhdx_guid disk_id, file_write_guid, data_write_guid, log_guid;
+    unsigned parent_count;          /* a differencing child: its parents, nearest first */
+    struct handoff_parent parents[VHDX_HANDOFF_MAX_PARENTS];
 };
 
 /*
@@ -64,11 +73,26 @@ int handoff_find_esp(const struct handoff_disk *disk, unsigned wait_ms, char *de
 
 /*
  * Does the opened image match the firmware's record?  Virtual disk ID, size, sector
- * size, FileWriteGuid and DataWriteGuid.  True (always, for a kernel parameter), or
- * false with `why` naming the first difference.
+ * size, FileWriteGuid and DataWriteGuid (its parents: handoff_chain_matches).  True
+ * (always, for a kernel parameter), or false with `why` naming the first difference.
  */
 bool handoff_identity_matches(const struct handoff_disk *disk, const struct vhdx_info *info,
                               char *why);
+
+/*
+ * Is the opened parent the one the firmware opened as parent `p`?  Its FileWriteGuid,
+ * DataWriteGuid, virtual disk ID and file size.  True, or false with `why`.
+ */
+bool handoff_parent_matches(const struct handoff_parent *p, const struct vhdx_info *info,
+                            char *why);
+
+/*
+ * Are the parents the core opened below `disk` those of the record, level by level
+ * (their number, and each as handoff_parent_matches says)?  True (always, for a kernel
+ * parameter), or false with `why`.
+ */
+bool handoff_chain_matches(const struct handoff_disk *d, const struct vhdx_disk *disk,
+                           char *why);
 
 /* The first line of a small file (sysfs, procfs) without its newline; false if none. */
 bool read_first_line(const char *path, char *out, size_t size);
