@@ -1,24 +1,62 @@
 /*
  * attach.c - the kernel's NBD driver on a VHDX, with no network and no handshake:
  *
- *   vhdx attach IMAGE [/dev/nbdN] [--read-only] [--background]
+ *   vhdx attach IMAGE [/dev/nbdN] [--read-only] [--background] [--dead-timeout S]
+ *   vhdx attach IMAGE /dev/nbdN --reconnect  take over from a server that died
  *   vhdx attach --firmware [--dry-run]      what the firmware (or vhdx=) handed over
  *   vhdx detach /dev/nbdN | --all
  *   /run/initramfs/shutdown ACTION          this program under that name (see below)
  *
  * How a disk is attached (linux/nbd-netlink.h; ../shared/docs/os-handoff.md): a
  * socketpair, and one NBD_CMD_CONNECT message of the kernel's "nbd" generic netlink
- * family hands one end to the driver with the size, the block size (the logical sector)
- * and the transmission flags; the main thread serves the other end with
- * tools/nbd_server.c's transmission loop.  Netlink, not the ioctl setup: with ioctls a
- * task must sit in NBD_DO_IT, an interruptible wait that any signal ends by shutting the
- * device's socket down - and systemd's shutdown sends SIGSTOP to every process
- * (kill(-1)) before it spares the '@' ones, which tore the root file system off its disk
- * in the Debian test.  No timeout is set: a stalled request is logged, not fatal.  A
- * second thread opens the device once, which makes the kernel read its partition table,
- * so the partitions exist when attach says the disk is ready.  NBD_CMD_DISC (`vhdx
- * detach`, or a signal in the foreground) ends the loop; the image is flushed and
- * closed, so its log is clean.
+ * family hands one end to the driver with the size, the block size (the logical sector),
+ * the transmission flags, the dead-connection timeout and the backend identifier
+ * "vhdx:{VirtualDiskId}" (/sys/block/nbdN/backend); the main thread serves the other
+ * end with tools/nbd_server.c's transmission loop.  Netlink, not the ioctl setup: with
+ * ioctls a task must sit in NBD_DO_IT, an interruptible wait that any signal ends by
+ * shutting the device's socket down - and systemd's shutdown sends SIGSTOP to every
+ * process (kill(-1)) before it spares the '@' ones, which tore the root file system off
+ * its disk in the Debian test.  No request timeout is set: a stalled request is logged, not
+ * fatal.  A second thread opens the device once, which makes the kernel read its
+ * partition table, so the partitions exist when attach says the disk is ready.
+ * NBD_CMD_DISC (`vhdx detach`, or a signal in the foreground) ends the loop; the image
+ * is flushed and closed, so its log is clean.
+ *
+ * A server that dies (kill -9, a crash): NBD_ATTR_DEAD_CONN_TIMEOUT (120 s, or
+ * --dead-timeout) makes the kernel keep the device and hold its I/O for a new server;
+ * `--reconnect` is one: it hands the device a new socket with NBD_CMD_RECONFIGURE.
+ * What the kernel does (drivers/block/nbd.c, the same in Linux 6.1 and mainline):
+ *   - the receive thread reads EOF and marks the connection dead; the requests the
+ *     server had been sent stay in flight; the device keeps its configuration, its
+ *     size and its pid file (which keeps naming the first server);
+ *   - a request dispatched meanwhile waits in nbd_handle_cmd (wait_for_reconnect) for
+ *     a socket or the timeout, then goes to the new socket;
+ *   - a request the dead server never answered is re-sent to the new one when its
+ *     block-layer timer fires (nbd_xmit_timeout; with no request timeout that timer is
+ *     30 s: the connection's cookie changed, so the request is requeued), so a stalled
+ *     writer resumes up to 30 s after the takeover;
+ *   - when nothing takes over within the timeout, the waiting and all new requests fail
+ *     with EIO (a root file system is then lost: ext4 aborts its journal); those the
+ *     dead server had in flight stay pending until a late --reconnect (still accepted)
+ *     or a disconnect;
+ *   - RECONFIGURE whose socket finds no dead connection succeeds and drops the socket,
+ *     which the new server sees as a hang-up: it refuses (the connection is alive); a
+ *     different backend identifier is refused (EINVAL).
+ * Data: a request without a reply is re-sent whole, and every request is idempotent
+ * (WRITE, WRITE_ZEROES, TRIM, FLUSH).  What a reply acknowledged must outlive the
+ * server, since the kernel does not know that another one took over: data written in
+ * place is in the host kernel once pwrite returns, but the core keeps BAT changes in
+ * memory until a flush, so a write into a new block acknowledged after the last FLUSH
+ * would vanish while the next FLUSH, answered by the new server, tells the file system
+ * it is durable.  So with a dead-connection timeout the server flushes before it
+ * replies to a request that changed the BAT (once per allocated or freed block;
+ * in-place writes cost nothing).  Writes acknowledged before a FLUSH reply are durable
+ * in the image anyway (the core's contract), and the new server replays the log the
+ * dead one left dirty.  --reconnect checks, before anything is written (the image is
+ * opened read-only for it): the device is configured, its server is gone (the pid
+ * file's process, and the one an earlier --reconnect recorded in /run/vhdx/nbdN.pid,
+ * which `detach` also waits for), its backend is this image's VirtualDiskId, its size
+ * and logical sector size are the image's; a read-only device is served read-only.
  *
  * Serving a root file system (--firmware) adds what keeps the server alive and out of
  * the way of the memory it is asked to free: PR_SET_IO_FLUSHER (its allocations never
@@ -47,6 +85,7 @@
 #include <linux/genetlink.h>
 #include <linux/nbd-netlink.h>
 #include <linux/netlink.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -84,6 +123,10 @@
 #define EFIVARFS_MAGIC 0xde5e81e4
 #define STARTUP_WAIT_MS 30000           /* for the device to start, the ESP to appear */
 #define DETACH_WAIT_MS 60000            /* for a server to flush, close and exit */
+#define DEAD_CONN_TIMEOUT_S 120         /* how long the kernel holds I/O for a new server */
+#define DEAD_CONN_TIMEOUT_MAX_S 86400
+#define SERVER_RECORD "/run/vhdx/nbd%u.pid"     /* a --reconnect server's pid */
+#define BACKEND_PREFIX "vhdx:"          /* + VirtualDiskId: the device's backend */
 
 struct attach {
     const struct options *o;
@@ -91,6 +134,8 @@ struct attach {
     const char *name;                   /* for messages */
     bool read_only;
     bool root;                          /* serving a root file system: --firmware */
+    bool reconnect;                     /* --reconnect: take over a device */
+    char backend[48];                   /* BACKEND_PREFIX + the image's VirtualDiskId */
     const struct handoff_disk *handoff; /* or NULL */
 
     struct session s;
@@ -232,6 +277,73 @@ static bool nbd_running(unsigned index, pid_t *pid)
     return true;
 }
 
+/* The process of a thread (the pid file names the thread that connected the device). */
+static pid_t thread_group(pid_t pid)
+{
+    char path[64], text[4096], *p;
+    pid_t tgid = pid;
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, text, sizeof text - 1);
+
+        close(fd);
+        text[n > 0 ? n : 0] = 0;
+        if ((p = strstr(text, "\nTgid:")))
+            tgid = (pid_t)strtol(p + 6, NULL, 10);
+    }
+    return tgid;
+}
+
+static bool process_gone(pid_t pid);
+static bool mounted_where(unsigned index, char *where, size_t size);
+
+/*
+ * The live server of /dev/nbdN: the process that connected it (its pid file), or else
+ * the one a --reconnect recorded (the kernel keeps the first pid); 0 when both are gone:
+ * the server died and nothing took over (the kernel holds the device's I/O meanwhile).
+ */
+static pid_t server_pid(unsigned index)
+{
+    char path[64], text[32];
+    pid_t pid = 0;
+
+    if (nbd_running(index, &pid) && pid > 0 && !process_gone(pid = thread_group(pid)))
+        return pid;
+    snprintf(path, sizeof path, SERVER_RECORD, index);
+    if (read_first_line(path, text, sizeof text) &&
+        (pid = (pid_t)strtol(text, NULL, 10)) > 0 && !process_gone(pid))
+        return pid;
+    return 0;
+}
+
+static void write_server_record(const char *path)
+{
+    char text[24];
+    int fd, n = snprintf(text, sizeof text, "%d\n", (int)getpid());
+
+    if (make_directory("/run/vhdx", 0755))
+        return;
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0 && write(fd, text, (size_t)n) != n) {
+        /* detach then finds no server to wait for: it still disconnects. */
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+/* What the kernel keeps as the device's backend (/sys/block/nbdN/backend) and compares
+ * at NBD_CMD_RECONFIGURE: the VirtualDiskId, which names the disk whatever its path. */
+static void disk_backend(const struct vhdx_info *info, char backend[48])
+{
+    char id[39];
+
+    vhdx_guid_format(&info->virtual_disk_id, id);
+    snprintf(backend, 48, BACKEND_PREFIX "%s", id);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* The kernel side: the "nbd" generic netlink family (linux/nbd-netlink.h).              */
 
@@ -364,11 +476,21 @@ static int nbd_family(int fd, uint16_t *id)
     return 0;
 }
 
+/* The dead-connection timeout this attach asks for, in seconds. */
+static uint64_t dead_conn_timeout(const struct attach *a)
+{
+    return a->o->given & OPT_DEAD_TIMEOUT ? a->o->dead_timeout : DEAD_CONN_TIMEOUT_S;
+}
+
 /*
- * NBD_CMD_CONNECT: one end of the socketpair to /dev/nbd<index> (index < 0: the kernel
- * takes a free device, or makes one).  0 and a->index, or an errno value.
+ * One end of the socketpair to /dev/nbd<index>: NBD_CMD_CONNECT (index < 0: the kernel
+ * takes a free device, or makes one) with the geometry, the flags, the dead-connection
+ * timeout and the backend identifier; or NBD_CMD_RECONFIGURE (--reconnect), which the
+ * kernel refuses when the identifier differs, and which hands the socket to the
+ * device's dead connection (a timeout given with it replaces the old one).  0 and
+ * a->index, or an errno value.
  */
-static int nbd_connect(struct attach *a, int index)
+static int nbd_configure(struct attach *a, uint8_t command, int index)
 {
     const struct nbd_export *e = &a->export;
     struct nl_message m;
@@ -383,12 +505,17 @@ static int nbd_connect(struct attach *a, int index)
         return errno;
     err = nbd_family(fd, &family);
     if (!err) {
-        nl_start(&m, family, NBD_CMD_CONNECT, NBD_GENL_VERSION);
+        nl_start(&m, family, command, NBD_GENL_VERSION);
         if (index >= 0)
             nl_put_u32(&m, NBD_ATTR_INDEX, (uint32_t)index);
-        nl_put_u64(&m, NBD_ATTR_SIZE_BYTES, e->size);
-        nl_put_u64(&m, NBD_ATTR_BLOCK_SIZE_BYTES, e->sector_size);
-        nl_put_u64(&m, NBD_ATTR_SERVER_FLAGS, nbd_transmission_flags(e));
+        if (command == NBD_CMD_CONNECT) {
+            nl_put_u64(&m, NBD_ATTR_SIZE_BYTES, e->size);
+            nl_put_u64(&m, NBD_ATTR_BLOCK_SIZE_BYTES, e->sector_size);
+            nl_put_u64(&m, NBD_ATTR_SERVER_FLAGS, nbd_transmission_flags(e));
+        }
+        if (command == NBD_CMD_CONNECT || (a->o->given & OPT_DEAD_TIMEOUT))
+            nl_put_u64(&m, NBD_ATTR_DEAD_CONN_TIMEOUT, dead_conn_timeout(a));
+        nl_put(&m, NBD_ATTR_BACKEND_IDENTIFIER, a->backend, strlen(a->backend) + 1);
         sockets = nl_put(&m, NBD_ATTR_SOCKETS | NLA_F_NESTED, NULL, 0);
         item = nl_put(&m, NBD_SOCK_ITEM | NLA_F_NESTED, NULL, 0);
         nl_put_u32(&m, NBD_SOCK_FD, (uint32_t)a->sock[0]);
@@ -464,7 +591,8 @@ static void *scan_partitions(void *context)
     else
         report_ready(a, 0, a->device);
     fflush(stdout);
-    say(a, "attached as %s (%" PRIu64 " bytes, %" PRIu32 "-byte sectors, %s)%s", a->device,
+    say(a, "%s %s (%" PRIu64 " bytes, %" PRIu32 "-byte sectors, %s)%s",
+        a->reconnect ? "took over" : "attached as", a->device,
         a->export.size, a->export.sector_size, a->export.read_only ? "read-only" : "read-write",
         a->root ? "" : "; `vhdx detach` ends it");
     if (a->root)
@@ -472,8 +600,22 @@ static void *scan_partitions(void *context)
     return NULL;
 }
 
-/* Connect /dev/nbdN (the one given, or one the kernel picks): 0, or an exit status with
- * `why`. */
+/*
+ * The kernel answers a RECONFIGURE whose socket found no dead connection with success,
+ * and drops the socket: then ours is the last reference, and closing it hangs up the
+ * other end at once.  (The kernel holds its own reference to a socket it took.)
+ */
+static bool kernel_took_socket(struct attach *a)
+{
+    struct pollfd p = { .fd = a->sock[1], .events = POLLRDHUP };
+
+    close(a->sock[0]);
+    a->sock[0] = -1;
+    return poll(&p, 1, 0) == 0 || !(p.revents & (POLLHUP | POLLRDHUP));
+}
+
+/* Connect /dev/nbdN (the one given, or one the kernel picks), or hand it a new socket
+ * (--reconnect): 0, or an exit status with `why`. */
 static int start_device(struct attach *a, const char *wanted, char *why, size_t size)
 {
     unsigned index = 0;
@@ -481,13 +623,22 @@ static int start_device(struct attach *a, const char *wanted, char *why, size_t 
 
     if (wanted && !nbd_index(wanted, &index, why, size))
         return EXIT_USAGE;
-    err = nbd_connect(a, wanted ? (int)index : -1);
+    err = nbd_configure(a, a->reconnect ? NBD_CMD_RECONFIGURE : NBD_CMD_CONNECT,
+                        wanted ? (int)index : -1);
+    if (!err && a->reconnect && !kernel_took_socket(a)) {
+        snprintf(why, size, "%s: its connection is alive (no dead server to take over)",
+                 wanted);
+        return EXIT_USAGE;
+    }
     if (err) {
         if (wanted && err == EBUSY)
             snprintf(why, size, "%s: in use (another server is attached)", wanted);
         else if (err == ENOENT || err == EAFNOSUPPORT || err == EPROTONOSUPPORT)
             snprintf(why, size, "the kernel has no NBD driver: load the nbd module "
                      "(modprobe nbd)");
+        else if (a->reconnect && err == EINVAL)
+            snprintf(why, size, "%s: the NBD driver refused the new connection (it serves "
+                     "another disk, or was disconnected meanwhile)", wanted);
         else
             snprintf(why, size, "%s%sthe NBD driver refused the connection: %s",
                      wanted ? wanted : "", wanted ? ": " : "", strerror(err));
@@ -533,6 +684,8 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
     sigset_t stop_signals, saved_mask, wait_mask;
     char why[HANDOFF_WHY_MAX + 80];
     enum nbd_end end;
+    struct vhdx_info info;
+    char record[64];
     int status, close_status;
 
     status = open_image_with(&a->s, a->o, a->image, !a->read_only, 0, POSIX_DIRECT);
@@ -549,6 +702,8 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
         close_image(&a->s, a->name);
         return EXIT_INVALID;
     }
+    vhdx_get_info(a->s.disk, &info);
+    disk_backend(&info, a->backend);
     nbd_export_init(&a->export, a->s.disk, a->name, a->read_only);
     if (a->export.sector_size > 4096 || nbd_conn_init(&a->conn)) {
         snprintf(why, sizeof why, "vhdx attach: %s: %s", a->name, a->export.sector_size > 4096
@@ -595,6 +750,9 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
         goto err_device;
     }
     disconnect_index = (int)a->index;
+    snprintf(record, sizeof record, SERVER_RECORD, a->index);
+    if (a->reconnect)
+        write_server_record(record);
     if (pthread_create(&a->scan_thread, NULL, scan_partitions, a)) {
         disconnect_device(a->index);
         a->scan_thread = 0;
@@ -604,11 +762,14 @@ static int attach_and_serve(struct attach *a, const char *wanted_device)
     a->conn.wait_mask = &wait_mask;
     a->conn.stop = NULL;                /* only a disconnect ends it */
     a->conn.verbosity = a->o->verbosity;
+    a->conn.flush_metadata_before_reply = a->reconnect || dead_conn_timeout(a) > 0;
     end = nbd_transmit(&a->conn);
     shutdown(a->sock[1], SHUT_RDWR);
     if (a->scan_thread)
         pthread_join(a->scan_thread, NULL);
     disconnect_index = -1;
+    if (a->reconnect)
+        unlink(record);
     status = end == NBD_END_DISCONNECT || end == NBD_END_CLOSED ? 0 : EXIT_USAGE;
     if (status)
         say(a, "%s ended: %s%s%s", a->device, nbd_end_text(end), a->conn.why[0] ? ": " : "",
@@ -692,6 +853,94 @@ static int run_in_background(struct attach *a, const char *wanted,
     fprintf(stderr, "vhdx attach: %s: the server ended before the disk was attached "
             "(status %d)\n", a->name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     return EXIT_USAGE;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* --reconnect.                                                                          */
+
+__attribute__((format(printf, 3, 4)))
+static int refuse_reconnect(struct attach *a, int status, const char *fmt, ...)
+{
+    char why[500], text[700];
+    va_list args;
+
+    va_start(args, fmt);
+    vsnprintf(why, sizeof why, fmt, args);
+    va_end(args);
+    snprintf(text, sizeof text, "vhdx attach: %s: not reconnected, nothing written: %s",
+             a->name, why);
+    report_ready(a, status, text);
+    return status;
+}
+
+/* A number from a sysfs file of /dev/nbd<index> (0 when unreadable). */
+static uint64_t nbd_attribute(unsigned index, const char *name)
+{
+    char path[80], text[32];
+
+    snprintf(path, sizeof path, "/sys/block/nbd%u/%s", index, name);
+    return read_first_line(path, text, sizeof text) ? strtoull(text, NULL, 10) : 0;
+}
+
+/*
+ * Before anything is written (the image is opened read-only here): the device is
+ * configured (the kernel keeps it while it waits for a new server), its server is gone,
+ * vhdx attach connected it to this disk (the backend names the VirtualDiskId), and its
+ * size and logical sector size are the image's.  A read-only device stays read-only.
+ * A server taking over the root file system (a partition mounted on /) is hardened as
+ * --firmware's.
+ */
+static int prepare_reconnect(struct attach *a)
+{
+    const char *device = a->o->device;
+    char why[200], path[64], backend[64] = "", wanted[48], where[2048];
+    struct session probe;
+    struct vhdx_info info;
+    uint64_t bytes, sector_size;
+    unsigned index;
+    pid_t pid;
+    int status;
+
+    if (!nbd_index(device, &index, why, sizeof why))
+        return refuse_reconnect(a, EXIT_USAGE, "%s", why);
+    if (!nbd_running(index, NULL))
+        return refuse_reconnect(a, EXIT_USAGE, "%s is not attached (nothing to take over: "
+                                "attach it without --reconnect)", device);
+    if ((pid = server_pid(index)))
+        return refuse_reconnect(a, EXIT_USAGE, "%s is served by pid %d, which is running "
+                                "(--reconnect takes over from a server that died)", device,
+                                (int)pid);
+    snprintf(path, sizeof path, "/sys/block/nbd%u/backend", index);
+    if (!read_first_line(path, backend, sizeof backend) ||
+        strncmp(backend, BACKEND_PREFIX, strlen(BACKEND_PREFIX)))
+        return refuse_reconnect(a, EXIT_USAGE, "%s was not attached by vhdx attach (its "
+                                "backend is '%s')", device, backend);
+    status = open_image_with(&probe, a->o, a->image, false, 0, 0);
+    if (status)
+        return refuse_reconnect(a, status, "the image could not be opened (above)");
+    vhdx_get_info(probe.disk, &info);
+    close_image(&probe, a->name);
+    disk_backend(&info, wanted);
+    if (strcmp(backend, wanted))
+        return refuse_reconnect(a, EXIT_USAGE, "%s serves another disk (%s; this image is "
+                                "%s)", device, backend, wanted);
+    bytes = nbd_attribute(index, "size") * 512;
+    sector_size = nbd_attribute(index, "queue/logical_block_size");
+    if (bytes != info.virtual_size || sector_size != info.logical_sector_size)
+        return refuse_reconnect(a, EXIT_USAGE, "%s has %" PRIu64 " bytes in %" PRIu64
+                                "-byte sectors, the image %" PRIu64 " bytes in %" PRIu32
+                                "-byte sectors", device, bytes, sector_size,
+                                info.virtual_size, info.logical_sector_size);
+    if (nbd_attribute(index, "ro"))
+        a->read_only = true;
+    else if (a->read_only)
+        return refuse_reconnect(a, EXIT_USAGE, "%s is read-write: served read-only, its "
+                                "writes would fail", device);
+    if (info.log_state != VHDX_LOG_WAS_CLEAN)
+        say(a, "the log is dirty (its server died before emptying it): replaying it");
+    /* Serving the root file system again: hardened as --firmware's server was. */
+    a->root = mounted_where(index, where, sizeof where) && !strcmp(where, "/");
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -880,8 +1129,14 @@ static int cmd_attach_firmware(const struct options *o, char **argv)
 
 int cmd_attach(const struct options *o)
 {
-    struct attach a = { .o = o, .ready_fd = -1 };
+    struct attach a = { .o = o, .ready_fd = -1, .reconnect = o->given & OPT_RECONNECT };
+    int status;
 
+    if ((o->given & OPT_DEAD_TIMEOUT) && o->dead_timeout > DEAD_CONN_TIMEOUT_MAX_S)
+        return usage_error("%s", "--dead-timeout: at most 86400 seconds");
+    if (a.reconnect && (!o->device || (o->given & OPT_FIRMWARE)))
+        return usage_error("%s", "attach --reconnect takes IMAGE and the device: attach "
+                           "IMAGE /dev/nbdN --reconnect");
     if (o->given & OPT_FIRMWARE) {
         if (o->image)
             return usage_error("%s", "attach --firmware takes no IMAGE: the firmware (or "
@@ -895,7 +1150,9 @@ int cmd_attach(const struct options *o)
     a.image = a.name = o->image;
     a.read_only = o->given & OPT_READ_ONLY;
     if (o->given & OPT_BACKGROUND)
-        return run_in_background(&a, o->device, NULL);
+        return run_in_background(&a, o->device, a.reconnect ? prepare_reconnect : NULL);
+    if (a.reconnect && (status = prepare_reconnect(&a)))
+        return status;
     return attach_and_serve(&a, o->device);
 }
 
@@ -971,12 +1228,12 @@ static bool mounted_where(unsigned index, char *where, size_t size)
 static int detach_one(unsigned index, bool check_mounts)
 {
     char device[32], where[2048];
-    pid_t pid, tgid;
+    pid_t tgid;
     int64_t deadline = now_ms() + DETACH_WAIT_MS;
-    int fd, err;
+    int err;
 
     snprintf(device, sizeof device, "/dev/nbd%u", index);
-    if (!nbd_running(index, &pid)) {
+    if (!nbd_running(index, NULL)) {
         fprintf(stderr, "vhdx detach: %s is not attached\n", device);
         return EXIT_USAGE;
     }
@@ -985,28 +1242,13 @@ static int detach_one(unsigned index, bool check_mounts)
                 device, where);
         return EXIT_USAGE;
     }
-    /* The pid file names the thread in NBD_DO_IT; its process is the server. */
-    {
-        char path[64], text[4096], *p;
-
-        tgid = pid;
-        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t n = read(fd, text, sizeof text - 1);
-
-            close(fd);
-            text[n > 0 ? n : 0] = 0;
-            if ((p = strstr(text, "\nTgid:")))
-                tgid = (pid_t)strtol(p + 6, NULL, 10);
-        }
-    }
+    tgid = server_pid(index);        /* 0: the server died */
     err = disconnect_device(index);
     if (err) {
         fprintf(stderr, "vhdx detach: %s: %s\n", device, strerror(err));
         return EXIT_USAGE;
     }
-    while (nbd_running(index, NULL) || !process_gone(tgid)) {
+    while (nbd_running(index, NULL) || (tgid && !process_gone(tgid))) {
         if (now_ms() >= deadline) {
             fprintf(stderr, "vhdx detach: %s: the server (pid %d) did not finish within %d "
                     "s\n", device, (int)tgid, DETACH_WAIT_MS / 1000);
@@ -1014,7 +1256,11 @@ static int detach_one(unsigned index, bool check_mounts)
         }
         sleep_ms(20);
     }
-    fprintf(stderr, "vhdx detach: %s detached\n", device);
+    if (tgid)
+        fprintf(stderr, "vhdx detach: %s detached\n", device);
+    else
+        fprintf(stderr, "vhdx detach: %s detached; its server had died, so the image was "
+                "not closed (its log is replayed at the next open)\n", device);
     return 0;
 }
 

@@ -33,6 +33,8 @@ struct options {
     const char *volume_root;    /* --volume-root: where parent paths from a volume's root
                                    start (default: the mount point holding the image) */
     uint64_t wait_seconds;      /* --wait (attach --firmware: for the ESP to appear) */
+    uint64_t dead_timeout;      /* --dead-timeout (attach: seconds the kernel holds I/O
+                                   for a restarted server) */
 };
 
 /* Options, as bits of options.given. */
@@ -55,6 +57,8 @@ struct options {
 #define OPT_DRY_RUN   (1u << 16)
 #define OPT_ALL       (1u << 17)
 #define OPT_WAIT      (1u << 18)
+#define OPT_RECONNECT (1u << 19)
+#define OPT_DEAD_TIMEOUT (1u << 20)
 
 struct session {
     struct posix_file file;

@@ -938,6 +938,12 @@ static int read_request(struct nbd_conn *c, const struct request *r)
     return send_reply(c, r, NBD_REPLY_TYPE_OFFSET_DATA, offset, 8, c->buffer, r->length);
 }
 
+/* A modifying request left BAT changes in memory that the connection wants durable. */
+static bool metadata_pending(const struct nbd_conn *c)
+{
+    return c->flush_metadata_before_reply && vhdx_allocation_pending(c->export->disk);
+}
+
 static int serve_request(struct nbd_conn *c, const struct request *r)
 {
     const struct nbd_export *e = c->export;
@@ -961,7 +967,7 @@ static int serve_request(struct nbd_conn *c, const struct request *r)
         if (!error && vhdx_write(e->disk, r->offset / e->sector_size,
                                  r->length / e->sector_size, c->buffer))
             error = core_failure(c, r);
-        if (!error && (r->flags & NBD_CMD_FLAG_FUA))
+        if (!error && ((r->flags & NBD_CMD_FLAG_FUA) || metadata_pending(c)))
             error = flush_for(c, r);
         return reply(c, r, error);
 
@@ -969,7 +975,7 @@ static int serve_request(struct nbd_conn *c, const struct request *r)
         error = check_range(c, r, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE, true, NBD_ENOSPC);
         if (!error)
             error = write_zeroes(c, r);
-        if (!error && (r->flags & NBD_CMD_FLAG_FUA))
+        if (!error && ((r->flags & NBD_CMD_FLAG_FUA) || metadata_pending(c)))
             error = flush_for(c, r);
         return reply(c, r, error);
 
@@ -978,7 +984,7 @@ static int serve_request(struct nbd_conn *c, const struct request *r)
         if (!error && vhdx_discard(e->disk, r->offset / e->sector_size,
                                    r->length / e->sector_size))
             error = core_failure(c, r);
-        if (!error && (r->flags & NBD_CMD_FLAG_FUA))
+        if (!error && ((r->flags & NBD_CMD_FLAG_FUA) || metadata_pending(c)))
             error = flush_for(c, r);
         return reply(c, r, error);
 

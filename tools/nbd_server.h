@@ -78,6 +78,10 @@ struct nbd_conn {
      * log instead.) */
     void (*log)(void *context, const char *line);
     void *log_context;
+    /* Make a request's BAT changes durable before its reply (attach with a dead-connection
+     * timeout: a server killed after the reply would lose them from memory, while the
+     * kernel, reconnected to a new server, believes them cached until its next FLUSH). */
+    bool flush_metadata_before_reply;
 
     /* Owned by the connection (nbd_conn_init / nbd_conn_free). */
     uint8_t *buffer;                    /* NBD_MAX_PAYLOAD bytes */

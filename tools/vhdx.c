@@ -50,6 +50,8 @@ static const char usage_text[] =
     "  attach IMAGE [/dev/nbdN] [--read-only] [--background]\n"
     "                                       the kernel's NBD device on the disk; prints\n"
     "                                       the device; serves until detached\n"
+    "  attach IMAGE /dev/nbdN --reconnect   take over the device whose server died (the\n"
+    "                                       same disk, size and sectors), then serve\n"
     "  attach --firmware [--read-only] [--dry-run] [--wait SECONDS]\n"
     "                                       (initramfs) attach what the firmware handed\n"
     "                                       over, or the vhdx= kernel parameter\n"
@@ -64,6 +66,9 @@ static const char usage_text[] =
     "  --volume-root DIR  differencing parents named from the root of a Windows volume\n"
     "                  (volume_path, absolute_win32_path) are looked for under DIR\n"
     "                  (default: the mount point of the file system holding the image)\n"
+    "  --dead-timeout SECONDS  attach: how long the kernel holds the device's I/O\n"
+    "                  while its server is gone, for `attach --reconnect` to take over\n"
+    "                  (default 120; 0: fail the I/O at once; at most 86400)\n"
     "  -h, --help      this text\n"
     "  --version       the version\n"
     "\n"
@@ -137,6 +142,8 @@ static const struct option_spec {
     { "--dry-run", OPT_DRY_RUN, VALUE_NONE, 0 },
     { "--all", OPT_ALL, VALUE_NONE, 0 },
     { "--wait", OPT_WAIT, VALUE_NUMBER, offsetof(struct options, wait_seconds) },
+    { "--reconnect", OPT_RECONNECT, VALUE_NONE, 0 },
+    { "--dead-timeout", OPT_DEAD_TIMEOUT, VALUE_NUMBER, offsetof(struct options, dead_timeout) },
 };
 
 /* The commands: which options each accepts and which it needs; `arguments`: how many
@@ -163,7 +170,8 @@ static const struct command {
       0, 1, 0 },
     { "merge", cmd_merge, OPT_CACHE | OPT_VOLUME_ROOT, 0, 1, 0 },
     { "attach", cmd_attach, OPT_READ_ONLY | OPT_BACKGROUND | OPT_FIRMWARE | OPT_DRY_RUN |
-      OPT_WAIT | OPT_CACHE | OPT_VOLUME_ROOT, 0, 2, OPT_FIRMWARE },
+      OPT_WAIT | OPT_RECONNECT | OPT_DEAD_TIMEOUT | OPT_CACHE | OPT_VOLUME_ROOT, 0, 2,
+      OPT_FIRMWARE },
     { "detach", cmd_detach, OPT_ALL, 0, 1, OPT_ALL },
 };
 
