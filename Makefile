@@ -72,7 +72,7 @@ $(BUILD)/static/vhdx: $(REL_OBJ) $(patsubst %.c,$(BUILD)/rel/%.o,$(TOOL_SRC))
 # Unit tests: one sanitized program per tests/c/*.c, linked with the core and host platform
 # (and the tool objects named as its prerequisites).
 $(BUILD)/san/tests/test_handoff: $(BUILD)/san/tools/handoff.o
-$(BUILD)/san/tests/%: tests/c/%.c $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)
+$(BUILD)/san/tests/%: tests/c/%.c tests/c/check.h $(SAN_OBJ) $(CORE_HDR) $(PLAT_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_CFLAGS) -Itests/c -Itools $< $(SAN_OBJ) \
 	    $(filter $(BUILD)/san/tools/%.o,$^) $(SAN_LDFLAGS) -o $@

@@ -23,28 +23,12 @@
 
 #include "mem.h"
 #include "vhdx.h"
+#include "check.h"
 
 #define MIB (1u << 20)
 #define SECTOR 512u
 #define BLOCKS 4096u                /* 4 GiB of 1 MiB blocks: 9 BAT pages */
 
-static int failures;
-
-static void check(bool ok, const char *name, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (ok) {
-        printf("PASS %s\n", name);
-        return;
-    }
-    failures++;
-    printf("FAIL %s: ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-}
 
 static int open_disk(struct mem_file *file, unsigned flags, size_t cache,
                      struct vhdx_disk **disk)

@@ -14,25 +14,9 @@
 
 #include "mem.h"
 #include "vhdx.h"
+#include "check.h"
 
-static int failures;
 static int leaks;                   /* opens that left platform allocations behind */
-
-static void check(bool ok, const char *name, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (ok) {
-        printf("PASS %s\n", name);
-        return;
-    }
-    failures++;
-    printf("FAIL %s: ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-}
 
 /* ---- CRC-32C (digest section 11) ---------------------------------------------------- */
 

@@ -24,24 +24,8 @@
 #include <string.h>
 
 #include "handoff.h"
+#include "check.h"
 
-static int failures;
-
-static void check(bool ok, const char *name, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (ok) {
-        printf("PASS %s\n", name);
-        return;
-    }
-    failures++;
-    printf("FAIL %s: ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-}
 
 /* CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit. */
 static uint32_t crc32c(const uint8_t *p, size_t n)

@@ -13,24 +13,8 @@
 
 #include "mem.h"
 #include "vhdx.h"
+#include "check.h"
 
-static int failures;
-
-static void check(bool ok, const char *name, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (ok) {
-        printf("PASS %s\n", name);
-        return;
-    }
-    failures++;
-    printf("FAIL %s: ", name);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-}
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 
