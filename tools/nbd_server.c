@@ -11,7 +11,8 @@
  *     base:allocation); every other option (STARTTLS, ...) is answered
  *     NBD_REP_ERR_UNSUP.
  *   - READ (with structured replies: one OFFSET_DATA chunk, so DF is offered too),
- *     WRITE (FUA: flushed before the reply), FLUSH, DISC, and on a writable export
+ *     WRITE (FUA: flushed before the reply; requests waiting for a flush share one,
+ *     see "Group commit"), FLUSH, DISC, and on a writable export
  *     WRITE_ZEROES and TRIM:
  *       WRITE_ZEROES  vhdx_write_zeroes: whole blocks of a dynamic disk become
  *                     PAYLOAD_BLOCK_ZERO and their file space is given back; with
@@ -944,7 +945,66 @@ static bool metadata_pending(const struct nbd_conn *c)
     return c->flush_metadata_before_reply && vhdx_allocation_pending(c->export->disk);
 }
 
-static int serve_request(struct nbd_conn *c, const struct request *r)
+/*
+ * Group commit.  A request that must be durable before its reply (FUA, or new blocks
+ * under flush_metadata_before_reply) is held while more requests already wait on the
+ * socket; when the socket is idle, the list is full, or a FLUSH comes, one vhdx_flush
+ * covers every held request and their replies go out, each with that flush's result.
+ * The kernel keeps many requests in flight, so one flush then serves many allocating
+ * writes.  Only replies wait: a held write's data and BAT change are already in the
+ * core, so later requests (reads too) see them.
+ */
+#define HELD_MAX 64
+
+struct held_replies {
+    unsigned count;
+    struct request requests[HELD_MAX];
+};
+
+/* Is a request already waiting to be read? */
+static bool request_waiting(struct nbd_conn *c)
+{
+    struct pollfd p = { .fd = c->fd, .events = POLLIN };
+
+    return poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+}
+
+/* Flush once for every held request, then reply to each: 0, or why the connection ends. */
+static int release_held(struct nbd_conn *c, struct held_replies *held)
+{
+    uint32_t error;
+    int end = 0;
+
+    if (!held->count)
+        return 0;
+    error = flush_for(c, &held->requests[0]);
+    for (unsigned i = 0; i < held->count && !end; i++)
+        end = reply(c, &held->requests[i], error);
+    held->count = 0;
+    return end;
+}
+
+/* The reply of a request that needs a flush first: held, or released with the others. */
+static int reply_after_flush(struct nbd_conn *c, struct held_replies *held,
+                             const struct request *r)
+{
+    held->requests[held->count++] = *r;
+    if (r->type != NBD_CMD_FLUSH && held->count < HELD_MAX && request_waiting(c))
+        return 0;
+    return release_held(c, held);
+}
+
+/* A modifying request's reply: at once, or after a flush when it must be durable. */
+static int reply_modified(struct nbd_conn *c, struct held_replies *held,
+                          const struct request *r, uint32_t error)
+{
+    if (!error && ((r->flags & NBD_CMD_FLAG_FUA) || metadata_pending(c)))
+        return reply_after_flush(c, held, r);
+    return reply(c, r, error);
+}
+
+static int serve_request(struct nbd_conn *c, struct held_replies *held,
+                         const struct request *r)
 {
     const struct nbd_export *e = c->export;
     uint32_t error;
@@ -967,26 +1027,20 @@ static int serve_request(struct nbd_conn *c, const struct request *r)
         if (!error && vhdx_write(e->disk, r->offset / e->sector_size,
                                  r->length / e->sector_size, c->buffer))
             error = core_failure(c, r);
-        if (!error && ((r->flags & NBD_CMD_FLAG_FUA) || metadata_pending(c)))
-            error = flush_for(c, r);
-        return reply(c, r, error);
+        return reply_modified(c, held, r, error);
 
     case NBD_CMD_WRITE_ZEROES:
         error = check_range(c, r, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE, true, NBD_ENOSPC);
         if (!error)
             error = write_zeroes(c, r);
-        if (!error && ((r->flags & NBD_CMD_FLAG_FUA) || metadata_pending(c)))
-            error = flush_for(c, r);
-        return reply(c, r, error);
+        return reply_modified(c, held, r, error);
 
     case NBD_CMD_TRIM:
         error = check_range(c, r, NBD_CMD_FLAG_FUA, true, NBD_EINVAL);
         if (!error && vhdx_discard(e->disk, r->offset / e->sector_size,
                                    r->length / e->sector_size))
             error = core_failure(c, r);
-        if (!error && ((r->flags & NBD_CMD_FLAG_FUA) || metadata_pending(c)))
-            error = flush_for(c, r);
-        return reply(c, r, error);
+        return reply_modified(c, held, r, error);
 
     case NBD_CMD_BLOCK_STATUS:
         return block_status(c, r);
@@ -997,7 +1051,7 @@ static int serve_request(struct nbd_conn *c, const struct request *r)
         else if (r->offset || r->length)
             error = refuse(c, r, NBD_EINVAL, "offset and length must be zero");
         else
-            error = flush_for(c, r);
+            return reply_after_flush(c, held, r);   /* one flush for it and the held */
         return reply(c, r, error);
 
     case NBD_CMD_DISC:
@@ -1012,12 +1066,18 @@ static int serve_request(struct nbd_conn *c, const struct request *r)
 
 enum nbd_end nbd_transmit(struct nbd_conn *c)
 {
+    struct held_replies held = { .count = 0 };
+
     c->why[0] = 0;
     for (;;) {
         uint8_t head[NBD_REQUEST_SIZE];
         struct request r;
         int end;
 
+        /* Held replies go out before the server waits, and before it stops. */
+        if (held.count && (!request_waiting(c) || stop_requested(c)) &&
+            (end = release_held(c, &held)))
+            return (enum nbd_end)end;
         if (stop_requested(c))
             return NBD_END_STOPPED;
         if ((end = recv_all(c, head, sizeof head, true, NO_DEADLINE)))
@@ -1030,7 +1090,10 @@ enum nbd_end nbd_transmit(struct nbd_conn *c)
         r.offset = get64(head + 16);
         r.length = get32(head + 24);
         c->requests++;
-        if ((end = serve_request(c, &r)))
+        if ((end = serve_request(c, &held, &r))) {
+            if (end == NBD_END_DISCONNECT)      /* the replies owed come first */
+                release_held(c, &held);
             return (enum nbd_end)end;
+        }
     }
 }
