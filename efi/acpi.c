@@ -10,6 +10,7 @@
  * takes the first), and without the ACPI SDT protocol the first cannot be replaced: so
  * that case is refused.
  */
+#include "byteorder.h"
 #include "mount.h"
 
 #define ACPI_TABLE_PROTOCOL_GUID \
@@ -47,29 +48,6 @@ static EFI_GUID acpi_table_protocol_guid = ACPI_TABLE_PROTOCOL_GUID;
 /* The configuration table of the ACPI 2.0+ RSDP (UEFI 2.10 section 4.6.1; gnu-efi). */
 static EFI_GUID acpi_20_table_guid = ACPI_20_TABLE_GUID;
 static EFI_GUID virtual_disk_range_guid = VIRTUAL_DISK_RANGE_GUID;
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, (uint16_t)v);
-    put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 /* A table header (5.2.6), checksum made last by finish(). */
 static void header(uint8_t *table, const char *signature, uint32_t length, uint8_t revision)

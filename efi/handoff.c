@@ -7,6 +7,7 @@
  */
 #include "handoff.h"
 
+#include "byteorder.h"
 #include "console.h"
 #include "handoff_format.h"
 
@@ -22,24 +23,6 @@ struct handoff {
     size_t size;
     struct vhdx_info final;                 /* handoff_closing's snapshot */
 };
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, (uint16_t)v);
-    put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
 
 /* The hard-drive media node (UEFI 2.10 section 10.3.5.1): 42 bytes, read by offset
  * (gnu-efi's struct is not packed, and nodes are byte-aligned). */
